@@ -1,0 +1,130 @@
+"""The command line: compress, targets, recipe, report.
+
+Exit status: 0 done; 2 the input is wrong (one line, no traceback); 3 the pipeline refused its own result."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgedistill.errors import RefusedError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distill, prune, quantize and export a model for a target device.")
+_debug = False
+
+
+def _quiet_libraries() -> None:
+    """Silence known-harmless noise from the stack (see the README's troubleshooting)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    for name in ("coremltools", "torchao", "torch.onnx", "onnxscript", "nncf", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*[Tt]orch version.*")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    global _debug
+    _debug = debug
+
+
+@app.command()
+def compress(
+    recipe: str = typer.Option("digits", "--recipe", "-r", help="Built-in recipe name or path to a recipe YAML."),
+    target: str = typer.Option(..., "--target", "-t", help="Target name (see `edgedistill targets`) or profile YAML."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory; rerunning resumes it."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: --set stages.distill.epochs=3"),
+    force: bool = typer.Option(False, "--force", help="Discard earlier results in --out and start over."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final summary."),
+) -> None:
+    """Compress a model for a target device: teacher, student, distill, prune, qat, export, bench, report."""
+    from edgedistill.recipe import load_recipe
+    from edgedistill.targets import load_target
+
+    resolved = load_recipe(recipe, set_ or [])
+    profile = load_target(target)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory; choose a directory path")
+    from edgedistill import pipeline
+
+    state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
+    summary = state.records.get("report", {}).get("summary")
+    typer.echo(summary or f"done: {out}")
+
+
+@app.command()
+def targets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
+    """List the target device profiles."""
+    from edgedistill.targets import available, load_target
+
+    profiles = [load_target(name) for name in available()]
+    if as_json:
+        typer.echo(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
+        return
+    width = max(len(p.name) for p in profiles)
+    for p in profiles:
+        typer.echo(f"{p.name:<{width}}  {p.runtime:<11} {p.precision:<5} {p.compute_unit:<4} {p.description}")
+
+
+@app.command("recipe")
+def show_recipe(name: str = typer.Argument(None, help="Built-in recipe to print as YAML.")) -> None:
+    """Print a built-in recipe (to copy and edit), or list them."""
+    from edgedistill.recipe import builtin_names, builtin_text
+
+    if name is None:
+        typer.echo("\n".join(builtin_names()))
+        return
+    typer.echo(builtin_text(name), nl=False)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory made by `compress`.")) -> None:
+    """Regenerate report.json, report.md and report.html from a run's recorded data."""
+    from edgedistill.report import regenerate
+
+    typer.echo(regenerate(run_dir))
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        _fail(e, 2)
+    except RefusedError as e:
+        _fail(e, 3)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as e:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+    sys.exit(0)
+
+
+def _fail(e: Exception, code: int) -> None:
+    if _debug:
+        import traceback
+
+        traceback.print_exc()
+    typer.echo(f"error: {e}", err=True)
+    sys.exit(code)

@@ -1,0 +1,113 @@
+"""Datasets as tensors: a train split, a held-out split, and the preprocessing the model expects.
+
+Images arrive as pixels in [0, 1] (N, C, H, W); the model sees them normalized by the recipe's
+(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgedistill.errors import UserError
+from edgedistill.models.handle import ModelSpec
+from edgedistill.recipe import DataConfig
+
+
+@dataclass
+class DataBundle:
+    x_train: torch.Tensor  # normalized float32 (N, C, H, W)
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    spec: ModelSpec
+
+    def to(self, device: torch.device) -> "DataBundle":
+        return DataBundle(
+            self.x_train.to(device), self.y_train.to(device), self.x_test.to(device), self.y_test.to(device), self.spec
+        )
+
+
+def _as_nchw01(x: np.ndarray, field: str) -> np.ndarray:
+    """Images as float32 in [0, 1], channels first. Accepts (N,H,W), (N,H,W,C) with C in 1/3/4, (N,C,H,W)."""
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)
+    elif x.ndim != 4:
+        raise UserError(f"{field}: expected images shaped (N,H,W), (N,H,W,C) or (N,C,H,W), got {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.min() < 0 or x.max() > 1:
+        raise UserError(f"{field}: float images must lie in [0, 1] (got {x.min():.3g}..{x.max():.3g}); pass uint8 pixels")
+    return x
+
+
+def _load_arrays(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = (d.images / 16.0).astype(np.float32)[:, None]  # pixel values 0..16 -> [0, 1]
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, d.target, test_size=cfg.test_fraction, random_state=seed, stratify=d.target
+        )
+        return x_tr, y_tr, x_te, y_te
+    try:
+        with np.load(cfg.path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"data.path: {cfg.path} is not a readable npz file ({e})") from None
+    for key in ("x_train", "y_train"):
+        if key not in arrays:
+            raise UserError(f"data.path: {cfg.path} has no array '{key}' (has: {', '.join(arrays)})")
+    x, y = _as_nchw01(arrays["x_train"], "data.path x_train"), arrays["y_train"]
+    if "x_test" in arrays and "y_test" in arrays:
+        return x, y, _as_nchw01(arrays["x_test"], "data.path x_test"), arrays["y_test"]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y)
+    return x_tr, y_tr, x_te, y_te
+
+
+def load_data(cfg: DataConfig, seed: int) -> DataBundle:
+    x_tr, y_tr, x_te, y_te = _load_arrays(cfg, seed)
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
+        raise UserError("data: images and labels differ in count; each x_* needs one label in y_*")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
+    y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
+    if min(y_tr.min(), y_te.min()) < 0:
+        raise UserError("data: labels must be class indices 0..K-1")
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    channels = x_tr.shape[1]
+    if cfg.normalization is not None:
+        mean, std = np.array(cfg.normalization.mean), np.array(cfg.normalization.std)
+        if len(mean) != channels:
+            raise UserError(
+                f"data.normalization: has {len(mean)} channel(s) but the images have {channels}; give one mean/std per channel"
+            )
+    else:
+        mean = x_tr.mean(axis=(0, 2, 3))
+        std = x_tr.std(axis=(0, 2, 3)) + 1e-6
+    labels = cfg.labels or [str(i) for i in range(num_classes)]
+    if len(labels) != num_classes:
+        raise UserError(f"data.labels: {len(labels)} labels given but the data has {num_classes} classes")
+    spec = ModelSpec(
+        task="image-classification",
+        input_shape=tuple(int(d) for d in x_tr.shape[1:]),
+        num_classes=num_classes,
+        labels=tuple(labels),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+    )
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def norm(x: np.ndarray) -> torch.Tensor:
+        return ((torch.from_numpy(np.ascontiguousarray(x)) - m) / s).float()
+
+    return DataBundle(norm(x_tr), torch.from_numpy(y_tr), norm(x_te), torch.from_numpy(y_te), spec)

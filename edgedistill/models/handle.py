@@ -1,0 +1,48 @@
+"""ModelHandle: a torch module plus what travels with it through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects and produces; the same for teacher and student of one task."""
+
+    task: str  # "image-classification"
+    input_shape: tuple[int, ...]  # one example, e.g. (1, 8, 8)
+    num_classes: int
+    labels: tuple[str, ...]
+    mean: tuple[float, ...]  # inputs are (pixel/255 - mean) / std, per channel
+    std: tuple[float, ...]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros((batch, *self.input_shape))
+
+
+@dataclass
+class ModelHandle:
+    module: nn.Module
+    spec: ModelSpec
+    arch: str
+    channels: list[int]
+    meta: dict = field(default_factory=dict)
+
+    def size(self) -> dict:
+        macs, params = count_macs_params(self.module, self.spec)
+        return {"params": params, "macs": macs}
+
+
+def count_macs_params(module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
+    """Multiply-accumulates for one example, and parameter count (torch-pruning's counter)."""
+    import torch_pruning as tp
+
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    macs, params = tp.utils.count_ops_and_params(module, spec.example_input().to(device))
+    module.train(was_training)
+    return int(macs), int(params)

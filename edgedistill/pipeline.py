@@ -1,0 +1,144 @@
+"""Runs the stages in order over one run directory, skipping finished ones and resuming interrupted ones.
+
+OUT/
+  recipe.resolved.yaml     the recipe as validated, with every default filled in
+  events.jsonl             one JSON object per event, for tools and CI
+  NN-stage/                each stage's files; `done.json` is written last, atomically, and marks
+                           the stage finished for the fingerprint it records
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from edgedistill import environment, io
+from edgedistill.data import DataBundle, load_data
+from edgedistill.models import ModelHandle
+from edgedistill.recipe import Recipe
+from edgedistill.targets import TargetProfile
+
+
+@dataclass
+class Context:
+    """What every stage may read; stages write only under their own directory."""
+
+    recipe: Recipe
+    target: TargetProfile
+    out: Path
+    device: torch.device
+    data: DataBundle
+    quiet: bool = False
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(message)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        line = json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, default=str)
+        with open(self.out / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+@dataclass
+class State:
+    """What flows from stage to stage."""
+
+    teacher: ModelHandle | None = None
+    student: ModelHandle | None = None
+    quantized: torch.nn.Module | None = None  # the int8 (PT2E-converted) student, reference for its export
+    records: dict[str, dict] = field(default_factory=dict)  # stage name -> its result.json
+
+
+def _stages() -> list[tuple[str, ModuleType]]:
+    from edgedistill.stages import bench, distill, export, prune, qat, report, student, teacher
+
+    return [("teacher", teacher), ("student", student), ("distill", distill), ("prune", prune),
+            ("qat", qat), ("export", export), ("bench", bench), ("report", report)]
+
+
+def pick_device(choice: str) -> torch.device:
+    from edgedistill.errors import UserError
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str, uses_target: bool) -> str:
+    import hashlib
+
+    parts = [previous, recipe.stage_fingerprint(name)]
+    if uses_target:
+        parts.append(target.model_dump_json())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False, quiet: bool = False) -> State:
+    out = Path(out)
+    with io.RunLock(out):
+        if force:
+            for child in out.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        io.write_yaml(out / "recipe.resolved.yaml", recipe.model_dump(mode="json"))
+        io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
+        io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
+        ctx.data = load_data(recipe.data, recipe.seed).to(ctx.device)
+        ctx.event("run_start", target=target.name, recipe=recipe.name, device=str(ctx.device))
+        state = State()
+        fingerprint = ""
+        stages = _stages()
+        for index, (name, stage) in enumerate(stages, start=1):
+            cfg = getattr(recipe.stages, name)
+            fingerprint = _fingerprint(fingerprint, recipe, target, name, getattr(stage, "USES_TARGET", False))
+            stage_dir = out / f"{index:02d}-{name}"
+            label = f"[{index}/{len(stages)}] {name}"
+            if not cfg.enabled:
+                fingerprint += "-off"
+                ctx.log(f"{label}: disabled in the recipe")
+                continue
+            done = stage_dir / "done.json"
+            if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+                state.records[name] = json.loads((stage_dir / "result.json").read_text())
+                state = stage.restore(ctx, state, stage_dir)
+                ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
+                ctx.event("stage_skipped", stage=name)
+                continue
+            _prepare_dir(stage_dir, fingerprint)
+            torch.manual_seed(recipe.seed * 1000 + index)
+            ctx.log(f"{label}: running")
+            ctx.event("stage_start", stage=name)
+            t0 = time.perf_counter()
+            state = stage.run(ctx, state, stage_dir)
+            record = state.records.setdefault(name, {})
+            record["wall_s"] = round(time.perf_counter() - t0, 3)
+            io.write_json(stage_dir / "result.json", record)
+            io.write_json(done, {"fingerprint": fingerprint, "finished": time.time()})
+            ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
+            acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
+            ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
+        ctx.event("run_done")
+        return state
+
+
+def _prepare_dir(stage_dir: Path, fingerprint: str) -> None:
+    """Keep an interrupted stage's checkpoints only if they were made for the same inputs."""
+    marker = stage_dir / "fingerprint"
+    if stage_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint or (stage_dir / "done.json").exists()):
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(marker, fingerprint)

@@ -1,0 +1,221 @@
+"""The recipe: what to compress and how, as validated data. A recipe never executes code."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgedistill.errors import UserError
+from edgedistill.schema import Strict, parse_yaml, read_yaml, validate
+
+# ---------------------------------------------------------------- sections
+
+
+class Normalization(Strict):
+    """Per-channel mean/std applied to inputs scaled to [0, 1]; Core ML's image input reproduces it."""
+
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "Normalization":
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError("mean and std need one value per channel and std > 0")
+        return self
+
+
+class DataConfig(Strict):
+    dataset: Literal["digits", "npz"] = "digits"
+    path: Path | None = Field(None, description="npz with x_train, y_train, x_test, y_test (dataset: npz)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share when the data has no test split")
+    batch_size: int = Field(64, ge=1)
+    normalization: Normalization | None = Field(None, description="None: computed from the training split")
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _path_for_npz(self) -> "DataConfig":
+        if self.dataset == "npz" and self.path is None:
+            raise ValueError("dataset 'npz' needs data.path")
+        return self
+
+
+class ModelConfig(Strict):
+    arch: Literal["cnn", "mlp"] = "cnn"
+    channels: list[int] = Field(description="cnn: conv widths per block; mlp: hidden sizes")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "ModelConfig":
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError("channels must be a non-empty list of positive integers")
+        return self
+
+
+class TeacherConfig(ModelConfig):
+    checkpoint: Path | None = Field(None, description="state_dict to load; None: train the teacher")
+
+
+class StageBase(Strict):
+    enabled: bool = True
+
+
+class TrainStage(StageBase):
+    epochs: int = Field(ge=0)
+    lr: float = Field(0.05, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+class KDStage(TrainStage):
+    """loss = ce_weight * CE(s, y) + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+
+    temperature: float = Field(4.0, gt=0)
+    kd_weight: float = Field(0.9, ge=0)
+    ce_weight: float = Field(0.1, ge=0)
+
+
+class TeacherStage(TrainStage):
+    """Trains the teacher with cross-entropy when teacher.checkpoint is not given."""
+
+
+class DistillStage(KDStage):
+    pass
+
+
+class PruneStage(KDStage):
+    """Removes whole channels/neurons to a MACs budget, then recovers for `epochs` under the teacher."""
+
+    macs_ratio: float = Field(0.5, gt=0, le=1, description="keep at most this share of the student's MACs")
+    importance: Literal["l2", "l1"] = "l2"
+    round_to: int | None = Field(None, ge=1, description="None: the target's channel multiple")
+    ignore: list[str] = Field(default_factory=list, description="module names never pruned")
+    lr: float = Field(0.01, gt=0)
+
+
+class QatStage(KDStage):
+    """Quantization-aware fine-tuning (torchao PT2E, int8) under the teacher."""
+
+    lr: float = Field(0.005, gt=0)
+
+
+class ExportStage(StageBase):
+    formats: list[Literal["onnx", "ort", "coreml"]] = ["onnx", "ort", "coreml"]
+    opset: int = Field(18, ge=13)
+    fp32_max_abs: float = Field(1e-3, gt=0, description="ONNX fp32 vs torch: max abs logit difference")
+    int8_min_agreement: float = Field(0.97, ge=0, le=1, description="ONNX int8 vs fake-quant torch: top-1")
+    int8_max_abs: float = Field(1.0, gt=0, description="ONNX int8 vs fake-quant torch: max abs logit difference")
+
+
+class BenchStage(StageBase):
+    warmup: int = Field(20, ge=0)
+    repeats: int = Field(200, ge=1)
+    threads: int | None = Field(None, ge=1, description="None: the target's thread count")
+
+
+class Stages(Strict):
+    teacher: TeacherStage = TeacherStage(epochs=10)
+    student: StageBase = StageBase()
+    distill: DistillStage = DistillStage(epochs=10)
+    prune: PruneStage = PruneStage(epochs=3)
+    qat: QatStage = QatStage(epochs=2)
+    export: ExportStage = ExportStage()
+    bench: BenchStage = BenchStage()
+    report: StageBase = StageBase()
+
+    @model_validator(mode="after")
+    def _required(self) -> "Stages":
+        for name in ("teacher", "student"):
+            if not getattr(self, name).enabled:
+                raise ValueError(f"stage '{name}' cannot be disabled: every later stage needs it")
+        return self
+
+
+class Recipe(Strict):
+    name: str = "custom"
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: ModelConfig
+    stages: Stages = Stages()
+
+    @model_validator(mode="after")
+    def _same_arch_family(self) -> "Recipe":
+        if self.teacher.arch != self.student.arch:
+            raise ValueError("teacher.arch and student.arch must match (the student mirrors the teacher's family)")
+        return self
+
+    def stage_fingerprint(self, stage: str) -> str:
+        """Hash of everything that decides a stage's output: data, models, seed and its config."""
+        keep = {k: v for k, v in self.model_dump(mode="json").items() if k not in ("name", "description", "stages")}
+        keep["stage"] = getattr(self.stages, stage).model_dump(mode="json")
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("edgedistill.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def builtin_text(name: str) -> str:
+    if name not in builtin_names():
+        raise UserError(f"recipe '{name}': no such built-in recipe (built-ins: {', '.join(builtin_names())})")
+    return (resources.files("edgedistill.recipes") / f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `--set a.b.c=value`; the value is parsed as YAML (3 -> int, [1,2] -> list, off -> bool)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment}: expected KEY=VALUE, e.g. --set stages.distill.epochs=3")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set {assignment}: '{key}' is not a dotted key like stages.distill.epochs")
+    value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
+    """A recipe from a file path or a built-in name, with `--set` overrides, validated.
+
+    Relative paths inside a recipe file are resolved against the file's folder."""
+    path = Path(ref)
+    if path.is_file():
+        raw, source, base = read_yaml(path), str(path), path.resolve().parent
+    elif str(ref) in builtin_names():
+        raw, source, base = parse_yaml(builtin_text(str(ref)), f"recipe {ref}"), f"recipe {ref}", Path.cwd()
+    else:
+        raise UserError(
+            f"--recipe {ref}: no such file or built-in recipe (built-ins: {', '.join(builtin_names())})"
+        )
+    if raw is None or not isinstance(raw, dict):
+        validate(Recipe, raw, source)  # raises with a clear message
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    recipe = validate(Recipe, raw, source)
+    for section, field in (("data", "path"), ("teacher", "checkpoint")):
+        obj = getattr(recipe, section)
+        value = getattr(obj, field)
+        if value is not None:
+            resolved = value if value.is_absolute() else (base / value).resolve()
+            if not resolved.exists():
+                raise UserError(f"{section}.{field}: {value} does not exist (resolved to {resolved})")
+            setattr(obj, field, resolved)
+    return recipe

@@ -1,0 +1,100 @@
+"""The run's report: report.json (the stable contract), report.md and report.html, built only from what the
+run recorded on disk, so `edgedistill report RUN_DIR` regenerates the same files at any time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import yaml
+
+from edgedistill import io
+from edgedistill.errors import UserError
+
+MODEL_STAGES = ("teacher", "student", "distill", "prune", "qat")
+
+
+def _results(run_dir: Path) -> dict[str, dict]:
+    """Each finished stage's result.json, by stage name."""
+    out = {}
+    for done in sorted(run_dir.glob("[0-9][0-9]-*/done.json")):
+        name = done.parent.name.split("-", 1)[1]
+        out[name] = json.loads((done.parent / "result.json").read_text())
+    return out
+
+
+def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
+    """Compare the artifact this target would ship with the teacher's fp32 ONNX."""
+    teacher = next((a for a in artifacts if a["role"] == "teacher" and a["kind"] == "onnx-fp32"), None)
+    int8 = target["precision"] in ("int8", "w8a8")
+    wanted = ("ort" if target["runtime"] == "ort-mobile" else "coreml" if target["runtime"] == "coreml" else
+              "onnx-int8" if int8 else "onnx-fp32")
+    students = [a for a in artifacts if a["role"] == "student"]
+    shipped = next((a for a in students if a["kind"] == wanted), None)
+    # Core ML cannot be run here: compare its ONNX twin's accuracy and latency, keep its own size.
+    measured = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), shipped)
+    if not (teacher and shipped and measured):
+        return None, f"{target['name']}: no student artifact to compare with the teacher"
+    head = {"artifact": shipped["path"], "size_ratio": teacher["size_bytes"] / max(shipped["size_bytes"], 1)}
+    parts = [f"{target['name']}: {shipped['kind']} student is {head['size_ratio']:.1f}x smaller than the teacher"]
+    tl, sl = teacher.get("latency_ms"), measured.get("latency_ms")
+    if tl and sl:
+        head["speedup"] = tl["p50"] / max(sl["p50"], 1e-9)
+        head["latency_kind"] = sl["kind"]
+        parts.append(f"{head['speedup']:.1f}x faster ({sl['kind']})")
+    if teacher.get("accuracy") is not None and measured.get("accuracy") is not None:
+        head["accuracy_delta_points"] = 100 * (measured["accuracy"] - teacher["accuracy"])
+        parts.append(f"{head['accuracy_delta_points']:+.1f} points vs teacher")
+    return head, ", ".join(parts)
+
+
+def build(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    recipe_path, target_path = run_dir / "recipe.resolved.yaml", run_dir / "target.resolved.yaml"
+    if not recipe_path.exists() or not target_path.exists():
+        raise UserError(f"{run_dir}: not a run directory (no recipe.resolved.yaml); pass the --out of a compress run")
+    recipe = yaml.safe_load(recipe_path.read_text())
+    target = yaml.safe_load(target_path.read_text())
+    results = _results(run_dir)
+    stages = [results[n] for n in MODEL_STAGES if n in results]
+    export = results.get("export", {})
+    bench = {b["path"]: b for b in results.get("bench", {}).get("artifacts", [])}
+    artifacts = []
+    for art in export.get("artifacts", []):
+        measured = bench.get(art["path"], {})
+        artifacts.append({**art, "accuracy": measured.get("accuracy"), "latency_ms": measured.get("latency_ms"),
+                          **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {})})
+    head, summary = _headline(target, artifacts)
+    env_path = run_dir / "environment.json"
+    return {
+        "schema_version": 1,
+        "target": target["name"],
+        "target_profile": target,
+        "summary": summary,
+        "headline": head,
+        "recipe": recipe,
+        "stages": stages,
+        "artifacts": artifacts,
+        "parity": export.get("parity", []),
+        "usage": export.get("usage"),
+        "environment": json.loads(env_path.read_text()) if env_path.exists() else {},
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def write(run_dir: Path, report: dict) -> None:
+    from edgedistill.report.render import render_html, render_markdown
+
+    io.write_json(run_dir / "report.json", report)
+    io.write_text(run_dir / "report.md", render_markdown(report))
+    io.write_text(run_dir / "report.html", render_html(report))
+
+
+def regenerate(run_dir: Path) -> str:
+    """Rebuild report.json/.md/.html from a run directory; returns the summary line."""
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir}: no such run directory; pass the --out of a compress run")
+    report = build(run_dir)
+    write(Path(run_dir), report)
+    return report["summary"]

@@ -1,0 +1,94 @@
+"""Strict pydantic models and one-line validation errors, shared by recipes and target profiles."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgedistill.errors import UserError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `Foo`, `Foo | None` or `Optional[Foo]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _submodel(arg)
+            if found:
+                return found
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for key in loc:
+        if model is None or not isinstance(key, str) or key not in model.model_fields:
+            return None
+        model = _submodel(model.model_fields[key].annotation)
+    return model
+
+
+def describe_error(root: type[BaseModel], err: ValidationError) -> str:
+    """The first problem of a ValidationError as 'field.path: what is wrong; how to fix it'."""
+    errors = err.errors()
+    # A typo'd key shows up twice (unknown key + missing key): name the typo, it carries the fix.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(e["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        known = list(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else (f"; known keys: {', '.join(known)}" if known else "")
+        return f"{where}: unknown key{hint}"
+    if e["type"] == "missing":
+        return f"{where}: required key is missing"
+    got = e.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{where}: {e['msg'].lower()} (got {shown})"
+
+
+def validate(model: type[BaseModel], data: Any, source: str) -> Any:
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"{source}: is {kind}, expected a mapping of keys (see `edgedistill recipe digits`)")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{source}: {describe_error(model, e)}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse YAML without constructing any Python object beyond plain data (no tags that import code)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{source}:{where}: invalid YAML ({problem}); fix the syntax there") from None

@@ -1,0 +1,7 @@
+def run(ctx, state, stage_dir):
+    state.records["qat"] = {"name": "qat"}
+    return state
+
+
+def restore(ctx, state, stage_dir):
+    return state

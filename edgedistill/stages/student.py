@@ -1,0 +1,24 @@
+"""student: build the smaller model of the same task (widths/depth from the recipe), freshly initialised."""
+
+from __future__ import annotations
+
+from edgedistill.stages.common import agreement, evaluate, load_weights, new_handle, save_weights
+
+
+def run(ctx, state, stage_dir):
+    cfg = ctx.recipe.student
+    handle = new_handle(ctx, cfg.arch, cfg.channels)
+    save_weights(handle, stage_dir)
+    record = {"name": "student", "arch": cfg.arch, "channels": list(cfg.channels), **evaluate(handle, ctx)}
+    teacher = state.records["teacher"]
+    record["params_vs_teacher"] = record["params"] / teacher["params"]
+    record["agreement_with_teacher"] = agreement(handle, state.teacher, ctx)
+    state.student = handle
+    state.records["student"] = record
+    return state
+
+
+def restore(ctx, state, stage_dir):
+    cfg = ctx.recipe.student
+    state.student = load_weights(new_handle(ctx, cfg.arch, cfg.channels), stage_dir / "model.pt", "student")
+    return state

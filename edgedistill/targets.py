@@ -1,0 +1,79 @@
+"""Target device profiles: data in targets/*.yaml that stages read (precision, threads, channel multiple...)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from edgedistill.errors import UserError
+from edgedistill.schema import Strict, read_yaml, validate
+
+# The profiles live in the project's top-level targets/ folder; EDGEDISTILL_TARGETS points elsewhere.
+TARGETS_DIR = Path(os.environ.get("EDGEDISTILL_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+
+
+class CoreMLSettings(Strict):
+    minimum_deployment_target: Literal["iOS15", "iOS16", "iOS17", "iOS18"] = "iOS17"
+    compute_units: Literal["ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"] = "ALL"
+
+
+class TargetProfile(Strict):
+    name: str
+    description: str = ""
+    runtime: Literal["coreml", "ort-mobile", "onnxruntime"]
+    compute_unit: Literal["cpu", "gpu", "ane"] = "cpu"
+    arch: Literal["arm64", "x86_64"]
+    isa: list[str] = Field(default_factory=list, description="CPU features the runtime's kernels need")
+    precision: Literal["int8", "w8a8", "fp16", "fp32"]
+    threads: int = Field(1, ge=1)
+    channel_multiple: int = Field(1, ge=1)
+    peak_int8_gops: float | None = Field(None, gt=0)
+    peak_fp16_gflops: float | None = Field(None, gt=0)
+    peak_fp32_gflops: float | None = Field(None, gt=0)
+    memory_bandwidth_gbs: float | None = Field(None, gt=0)
+    latency_budget_ms: float | None = Field(None, gt=0)
+    size_budget_mb: float | None = Field(None, gt=0)
+    coreml: CoreMLSettings | None = None
+
+    def runs_on_host(self) -> bool:
+        """True when this machine can stand in for the target (same ISA family and CPU features), so
+        latency measured here is the target's; otherwise host timings are only relative figures."""
+        host = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+            platform.machine().lower()
+        )
+        return self.runtime != "coreml" and host == self.arch and set(self.isa) <= host_cpu_flags()
+
+
+def host_cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                return flags | ({"neon"} if "asimd" in flags else set()) | ({"dotprod"} if "asimddp" in flags else set())
+    except OSError:
+        pass
+    return set()
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def load_target(ref: str | Path) -> TargetProfile:
+    """A profile by name (targets/<name>.yaml) or by path to a YAML file."""
+    path = Path(ref)
+    if not path.is_file():
+        path = TARGETS_DIR / f"{ref}.yaml"
+        if not path.is_file():
+            import difflib
+
+            close = difflib.get_close_matches(str(ref), available(), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(
+                f"--target {ref}: unknown target; {hint}known: {', '.join(available())} (or a path to a profile YAML)"
+            )
+    return validate(TargetProfile, read_yaml(path), f"target {path.name}")
