@@ -26,7 +26,9 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    for name in ("coremltools", "torchao", "torch.onnx", "onnxscript", "nncf", "torch._export", "torch.export"):
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
+    for name in ("coremltools", "torchao", "torch.onnx", "onnxscript", "nncf", "torch._export", "torch.export",
+                 "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -99,7 +101,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory made by `co
 def main() -> None:
     _quiet_libraries()
     try:
-        app(standalone_mode=False)
+        app()  # typer/click handle their own usage errors (exit 2) and --help
     except UserError as e:
         _fail(e, 2)
     except RefusedError as e:
@@ -107,18 +109,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to resume", err=True)
         sys.exit(130)
-    except Exception as e:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
-    sys.exit(0)
 
 
 def _fail(e: Exception, code: int) -> None:

@@ -1,5 +1,121 @@
+"""export: ONNX fp32 (teacher and student) and int8, .ort for Android, .mlpackage for iOS. Every file is
+checked against the model it came from on the held-out inputs; beyond tolerance the run stops (exit 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgedistill import __version__, io, quantize
+from edgedistill.errors import RefusedError
+from edgedistill.exporters import coreml, ort_mobile
+from edgedistill.exporters.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, fuse_friendly_qdq
+from edgedistill.runtimes import onnxruntime as ortr
+from edgedistill.targets import CoreMLSettings
+from edgedistill.training import predict
+
+USES_TARGET = True
+
+
+def _compare(reference: np.ndarray, other: np.ndarray, names: tuple[str, str]) -> dict:
+    return {"from": names[0], "to": names[1],
+            "top1_agreement": float((reference.argmax(-1) == other.argmax(-1)).mean()),
+            "max_abs": float(np.abs(reference - other).max())}
+
+
+def _check(rung: dict, artifact: str, max_abs: float | None, min_agreement: float | None, field: str) -> None:
+    if max_abs is not None and rung["max_abs"] > max_abs:
+        raise RefusedError(f"parity: {artifact} differs from {rung['from']} by {rung['max_abs']:.3g} "
+                           f"(> export.{field}_max_abs {max_abs}); the artifact is not trusted")
+    if min_agreement is not None and rung["top1_agreement"] < min_agreement:
+        raise RefusedError(f"parity: {artifact} agrees with {rung['from']} on {rung['top1_agreement']:.1%} of "
+                           f"held-out inputs (< export.{field}_min_agreement {min_agreement}); the artifact is not trusted")
+
+
 def run(ctx, state, stage_dir):
-    state.records["export"] = {"name": "export"}
+    cfg, target, spec = ctx.recipe.stages.export, ctx.target, ctx.data.spec
+    x = ctx.data.x_test
+    x_np = x.cpu().numpy()
+    rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
+    artifacts, parity = [], []
+
+    def onnx_logits(path):
+        return ortr.logits(ortr.session(path, ortr.host_threads(2)), x_np)
+
+    def add(role, kind, path, **extra):
+        artifacts.append({"role": role, "kind": kind, "path": rel(path), "size_bytes": io.dir_size(path), **extra})
+        ctx.log(f"    wrote {rel(path)} ({io.dir_size(path):,} bytes)")
+
+    # fp32: teacher (for comparison) and student
+    torch_fp32 = {}
+    for role, handle in (("teacher", state.teacher), ("student", state.student)):
+        handle.module.eval()
+        path = stage_dir / f"{role}.fp32.onnx"
+        export_onnx(handle.module, spec, path, cfg.opset)
+        torch_fp32[role] = predict(handle.module, x).cpu().numpy()
+        rung = _compare(torch_fp32[role], onnx_logits(path), (f"{role} fp32 (torch)", f"{role} fp32 (onnx)"))
+        _check(rung, rel(path), cfg.fp32_max_abs, None, "fp32")
+        parity.append(rung)
+        add(role, "onnx-fp32", path, precision="fp32", parity_max_abs=rung["max_abs"])
+    parity.insert(0, _compare(torch_fp32["teacher"], torch_fp32["student"], ("teacher fp32 (torch)", "student fp32 (torch)")))
+
+    # int8: the QAT model's own graph, or ONNX Runtime static PTQ when QAT is off
+    int8_path = stage_dir / "student.int8.onnx"
+    if state.quantized is not None:
+        export_onnx(state.quantized, spec, int8_path, cfg.opset, int8=True)
+        reference = predict(state.quantized, x, set_mode=quantize.set_mode).cpu().numpy()
+        ref_name, method, max_abs = "student int8 (torch)", "qat-pt2e", cfg.int8_max_abs
+        parity.append(_compare(torch_fp32["student"], reference, ("student fp32 (torch)", ref_name)))
+    else:
+        import onnx
+
+        quantize.ptq_onnx(stage_dir / "student.fp32.onnx", int8_path, ctx.data.x_train[:512].cpu().numpy())
+        io.write_bytes(int8_path, fuse_friendly_qdq(onnx.load(str(int8_path))).SerializeToString())
+        reference, ref_name, method, max_abs = torch_fp32["student"], "student fp32 (torch)", "ptq-ort-static", None
+    int8_logits = onnx_logits(int8_path)
+    rung = _compare(reference, int8_logits, (ref_name, "student int8 (onnx)"))
+    _check(rung, rel(int8_path), max_abs, cfg.int8_min_agreement, "int8")
+    parity.append(rung)
+    kernels = sorted(set(ortr.optimized_op_types(int8_path)) & ortr.INTEGER_KERNELS)
+    add("student", "onnx-int8", int8_path, precision="int8", quantization=method, parity_max_abs=rung["max_abs"],
+        integer_kernels=kernels)
+    int8_target = target.precision in ("int8", "w8a8")
+
+    if "ort" in cfg.formats:
+        source = int8_path if int8_target else stage_dir / "student.fp32.onnx"
+        ort_file, config = ort_mobile.to_ort(source, stage_dir / "ort", target.arch)
+        rung = _compare(onnx_logits(source), onnx_logits(ort_file),
+                        (f"student {'int8' if int8_target else 'fp32'} (onnx)", "student (ort)"))
+        _check(rung, rel(ort_file), cfg.int8_max_abs if int8_target else cfg.fp32_max_abs, cfg.int8_min_agreement,
+               "int8" if int8_target else "fp32")
+        parity.append(rung)
+        add("student", "ort", ort_file, precision="int8" if int8_target else "fp32", parity_max_abs=rung["max_abs"],
+            required_operators=rel(config), target_platform=target.arch)
+
+    if "coreml" in cfg.formats:
+        w8a8 = int8_target and state.quantized is not None
+        settings = target.coreml or CoreMLSettings()
+        path = stage_dir / "student.mlpackage"
+        coreml.to_coreml(
+            state.quantized if w8a8 else state.student.module, spec, path,
+            deployment_target=settings.minimum_deployment_target, compute_units=settings.compute_units,
+            precision="w8a8" if w8a8 else "fp16", version=__version__,
+            description=f"{ctx.recipe.name}: {spec.task} student distilled for {target.name}",
+        )
+        info = coreml.inspect(path)
+        if info["labels"] != list(spec.labels):
+            raise RefusedError(f"export {rel(path)}: the package's class labels do not match the data's")
+        add("student", "coreml", path, precision="w8a8" if w8a8 else "fp16", parity_max_abs=None, coreml=info)
+
+    batch = "batch"
+    state.records["export"] = {
+        "name": "export", "artifacts": artifacts, "parity": parity,
+        "usage": {
+            "inputs": [{"name": INPUT_NAME, "shape": [batch, *spec.input_shape], "dtype": "float32"}],
+            "outputs": [{"name": OUTPUT_NAME, "shape": [batch, spec.num_classes], "dtype": "float32"}],
+            "labels": list(spec.labels), "mean": list(spec.mean), "std": list(spec.std),
+            "coreml_input": coreml.INPUT_NAME, "coreml_outputs": list(coreml.OUTPUTS),
+        },
+    }
     return state
 
 

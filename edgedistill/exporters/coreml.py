@@ -1,0 +1,106 @@
+"""Core ML: an .mlpackage an iOS app loads as is: image input (the app passes a CVPixelBuffer), class
+labels, metadata, the profile's deployment target. Converting works on Linux; predicting needs macOS."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgedistill.errors import RefusedError
+from edgedistill.io import atomic_path
+from edgedistill.models import ModelSpec
+
+INPUT_NAME = "image"
+OUTPUTS = ("classLabel", "classLabel_probs")
+
+
+class _ImageClassifier(nn.Module):
+    """Pixels in [0, 1] (Core ML scales the 8-bit image by 1/255) -> the model's normalization -> softmax.
+
+    The per-channel normalization lives here, not in the ImageType, whose scale is one scalar for all
+    channels; and ClassifierConfig adds no softmax of its own."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, image):
+        return torch.softmax(self.model((image - self.mean) / self.std), dim=-1)
+
+
+def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_target: str, compute_units: str,
+              precision: str, description: str, version: str) -> None:
+    """Convert and save atomically. `precision` is "fp16" or "w8a8" (a PT2E int8 graph, kept as quantize/
+    dequantize ops that the Neural Engine runs in int8)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    module = module.cpu()
+    channels, height, width = spec.input_shape
+    if channels not in (1, 3):
+        raise RefusedError(f"export {path.name}: Core ML image inputs need 1 or 3 channels, the model has {channels}")
+    wrapped = _ImageClassifier(module, spec.mean, spec.std)
+    wrapped.training = False  # not .eval(): a PT2E graph refuses it, and `module` arrives in eval mode
+    example = torch.rand(1, channels, height, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(wrapped, (example,)).run_decompositions()
+            mlmodel = ct.convert(
+                program,
+                inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1.0 / 255,
+                                     color_layout=ct.colorlayout.GRAYSCALE if channels == 1 else ct.colorlayout.RGB)],
+                classifier_config=ct.ClassifierConfig(list(spec.labels)),
+                convert_to="mlprogram",
+                minimum_deployment_target=getattr(ct.target, deployment_target),
+                compute_precision=ct.precision.FLOAT16,
+                compute_units=getattr(ct.ComputeUnit, compute_units),
+                skip_model_load=True,  # loading needs the Core ML runtime (macOS)
+            )
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise RefusedError(f"export {path.name}: Core ML conversion failed: {first}") from None
+    mlmodel.short_description = description
+    mlmodel.version = version
+    mlmodel.license = "Same license as the model it was distilled from"
+    mlmodel.author = "edgedistill"
+    mlmodel.input_description[INPUT_NAME] = (
+        f"{'Grayscale' if channels == 1 else 'RGB'} image, {width}x{height} pixels, 8 bits per channel")
+    mlmodel.output_description["classLabel"] = "Most likely class"
+    mlmodel.output_description["classLabel_probs"] = "Probability of each class"
+    mlmodel.user_defined_metadata.update({"precision": precision, "compute_units": compute_units,
+                                          "normalization_mean": str(list(spec.mean)),
+                                          "normalization_std": str(list(spec.std))})
+    with atomic_path(path) as tmp:
+        mlmodel.save(str(tmp))
+
+
+def inspect(path: Path) -> dict:
+    """What an app will see, read from the saved package without the Core ML runtime (works on Linux)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    d = spec.description
+    fn = spec.mlProgram.functions["main"]
+    ops = list(fn.block_specializations[fn.opset].operations)
+    classify = next(o for o in ops if o.type == "classify")
+    labels = [v.immediateValue.tensor.strings.values[0]
+              for v in classify.inputs["classes"].arguments[0].value.immediateValue.list.values]
+    image = d.input[0].type.imageType
+    return {
+        "specification_version": spec.specificationVersion,
+        "input": {"name": d.input[0].name, "type": d.input[0].type.WhichOneof("Type"),
+                  "width": image.width, "height": image.height},
+        "outputs": {o.name: o.type.WhichOneof("Type") for o in d.output},
+        "labels": labels,
+        "ops": sorted({o.type for o in ops}),
+        "metadata": {"short_description": d.metadata.shortDescription, "version": d.metadata.versionString,
+                     **dict(d.metadata.userDefined)},
+    }

@@ -1,0 +1,467 @@
+"""Render report.json as Markdown and as one self-contained HTML page (inline CSS, inline SVG plots).
+
+Both functions are pure: they read only the report dict, so `edgedistill report RUN` can rebuild the files
+from recorded data. Every field except target, stages and artifacts may be missing or null, and a malformed
+value shows as "n/a" rather than failing the whole report."""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from pathlib import PurePosixPath
+from typing import Any, NamedTuple
+
+NA = "n/a"
+# Muted colours that stay distinguishable in print; the first is also the page's accent colour.
+PALETTE = ["#3e6a8a", "#c8804a", "#5a9a6e", "#b4555b", "#7d6ba8", "#8c7a5b", "#5b9aa8"]
+
+
+class Table(NamedTuple):
+    """One table, built once and rendered by both the Markdown and the HTML writer."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    align: str  # a letter per column: l(eft), r(ight: numbers), c(ode: paths)
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- defensive accessors and formatting
+
+def _num(v: Any) -> float | None:
+    """A finite number, or None: bools, strings and NaN must not be formatted as data."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
+    x = _num(v)
+    return NA if x is None else format(x * scale, spec)
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _records(v: Any) -> list[dict]:
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _text(v: Any) -> str:
+    return NA if v is None or v == "" else str(v)
+
+
+def _latency(lat: Any) -> str:
+    """'0.090 / 0.100 ms (measured-host)': the label matters, an estimate is not a measurement."""
+    lat = _dict(lat)
+    if _num(lat.get("p50")) is None and _num(lat.get("p90")) is None:
+        return NA
+    text = f"{_fmt(lat.get('p50'), '.3f')} / {_fmt(lat.get('p90'), '.3f')} ms"
+    return f"{text} ({lat['kind']})" if lat.get("kind") else text
+
+
+# ---------------------------------------------------------------- tables
+
+def stage_table(report: dict) -> Table:
+    stages = _records(report.get("stages"))
+    ref = next((_num(s.get("accuracy")) for s in stages if s.get("name") == "teacher"), None)
+    rows = []
+    for s in stages:
+        acc = _num(s.get("accuracy"))
+        delta = NA if acc is None or ref is None else f"{(acc - ref) * 100:+.2f}"
+        rows.append([_text(s.get("name")), _fmt(acc, ".2f", 100), delta, _fmt(s.get("params"), ",.0f"),
+                     _fmt(s.get("macs"), ",.0f"), _fmt(s.get("wall_s"), ",.1f")])
+    headers = ["stage", "accuracy (%)", "vs teacher (points)", "params", "MACs", "wall time (s)"]
+    return Table(headers, rows, "lrrrrr")
+
+
+def artifact_table(report: dict) -> Table:
+    artifacts = _records(report.get("artifacts"))
+    rows = [[_text(a.get("role")), _text(a.get("kind")), _text(a.get("path")), _fmt(a.get("size_bytes"), ",.1f", 1e-3),
+             _fmt(a.get("accuracy"), ".2f", 100), _latency(a.get("latency_ms"))] for a in artifacts]
+    # Say why a latency is missing (Core ML on Linux), so an empty cell is not a mystery.
+    notes = tuple(f"{_text(a.get('path'))}: {a['latency_note']}" for a in artifacts if a.get("latency_note"))
+    return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90"], rows, "llcrrr", notes)
+
+
+def parity_table(report: dict) -> Table:
+    rows = [[_text(p.get("from")), _text(p.get("to")), _fmt(p.get("top1_agreement"), ".2f", 100),
+             _fmt(p.get("max_abs"), ".3g")] for p in _records(report.get("parity"))]
+    return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff"], rows, "llrr")
+
+
+def environment_table(report: dict) -> Table:
+    env = _dict(report.get("environment"))
+    cpu = _text(env.get("cpu"))
+    if cpu != NA and _num(env.get("cpu_count")) is not None:
+        cpu += f" ({int(env['cpu_count'])} cores)"
+    flags = env.get("cpu_flags") if isinstance(env.get("cpu_flags"), list) else []
+    rows = [["versions", ", ".join(f"{k} {v}" for k, v in _dict(env.get("versions")).items()) or NA],
+            ["cpu", cpu], ["cpu flags", ", ".join(map(str, flags)) or NA], ["platform", _text(env.get("platform"))],
+            ["device", _text(env.get("device"))], ["gpu", _text(env.get("gpu"))],
+            ["world size", _text(env.get("world_size"))], ["git", _text(env.get("git"))],
+            ["created", _text(report.get("created"))]]
+    return Table(["item", "value"], rows, "ll")
+
+
+def _tables(report: dict) -> list[tuple[str, Table]]:
+    return [("Stages", stage_table(report)), ("Artifacts", artifact_table(report)), ("Parity", parity_table(report))]
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _md_table(t: Table) -> list[str]:
+    def cell(v: str, a: str = "l") -> str:
+        v = v.replace("|", "\\|").replace("\n", " ")  # a pipe would split the cell
+        return f"`{v}`" if a == "c" and v != NA else v
+
+    lines = ["| " + " | ".join(map(cell, t.headers)) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in t.align) + "|"]
+    lines += ["| " + " | ".join(map(cell, row, t.align)) + " |" for row in t.rows]
+    return (lines if t.rows else ["_None recorded._"]) + ([""] + [f"- {n}" for n in t.notes] if t.notes else [])
+
+
+def render_markdown(report: dict) -> str:
+    """report.md: title, summary, stage/artifact/parity tables and provenance, in GitHub-flavoured Markdown."""
+    out = [f"# edgedistill report: {_text(report.get('target'))}", ""]
+    if desc := _dict(report.get("target_profile")).get("description"):
+        out += [f"_{desc}_", ""]
+    out += [f"**Summary:** {_text(report.get('summary'))}", ""]
+    for title, table in _tables(report) + [("Environment", environment_table(report))]:
+        out += [f"## {title}", "", *_md_table(table), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- plots (inline SVG)
+
+def _figure(ncols: int, nrows: int, row_height: float) -> tuple[Any, list]:
+    # Figure + Agg canvas rather than pyplot: no global backend switch, no figure registry to leak.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # One width for every plot: each is scaled to the page width, so text ends up the same size in all.
+    fig = Figure(figsize=(9.6, row_height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(nrows, ncols, squeeze=False).flat)
+
+
+def _svg(fig: Any, prefix: str, label: str) -> str:
+    """The figure as an <svg> element that can sit inline in HTML next to other plots."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE are invalid inside HTML
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    # Every matplotlib SVG has ids such as "figure_1": prefix them so two plots on one page never clash.
+    svg = re.sub(r'\bid="', f'id="{prefix}-', svg)
+    svg = svg.replace('href="#', f'href="#{prefix}-').replace("url(#", f"url(#{prefix}-")
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(label)}" ', 1)
+
+
+def _plain(s: Any) -> str:
+    return str(s).replace("$", r"\$")  # a "$" in a name would otherwise start matplotlib mathtext
+
+
+def _empty(ax: Any, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#616e7c")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _scatter(ax: Any, points: list[tuple[str, str, float, float]], xlabel: str, colours: dict) -> None:
+    """points: (label, role, x, y); a report has a handful, so simple label clustering avoids overlaps."""
+    if not points:
+        return _empty(ax, "no artifact has both values")
+    from matplotlib.ticker import FuncFormatter
+
+    for _, role, x, y in points:
+        ax.scatter(x, y, s=36, color=colours[role], zorder=3)
+    xs = [p[2] for p in points]
+    if min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10^1, 10^2
+    ax.margins(x=0.2, y=0.2)
+    ax.autoscale_view()
+    # Points closer than a label is long (an int8 .onnx and its .ort) share one multi-line label.
+    to_axes = (ax.transScale + ax.transLimits).transform
+    clusters: list[tuple[list, list[str]]] = []  # (points in axes fractions, labels)
+    for label, _, x, y in sorted(points, key=lambda p: p[2]):
+        at = to_axes((x, y))
+        near = next((c for c in clusters if abs(c[0][-1][0] - at[0]) < 0.25 and abs(c[0][0][1] - at[1]) < 0.08), None)
+        if near:
+            near[0].append(at)
+            near[1].append(label)
+        else:
+            clusters.append(([at], [label]))
+    for ats, labels in clusters:
+        left = ats[-1][0] > 0.6  # near the right edge: label on the left so it stays inside the axes
+        ax.annotate(_plain("\n".join(labels)), ats[0] if left else ats[-1], xycoords="axes fraction",
+                    xytext=(-7 if left else 7, 0), textcoords="offset points", ha="right" if left else "left",
+                    va="center", fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="held-out accuracy (%)")
+    ax.grid(alpha=0.3)
+
+
+def _artifact_plot(report: dict) -> str | None:
+    rows = []  # (label, role, accuracy %, p50 ms, size KB, latency label)
+    for a in _records(report.get("artifacts")):
+        acc, lat, size = _num(a.get("accuracy")), _dict(a.get("latency_ms")), _num(a.get("size_bytes"))
+        if acc is not None:
+            rows.append((f"{_text(a.get('role'))}/{_text(a.get('kind'))}", _text(a.get("role")), acc * 100,
+                         _num(lat.get("p50")), None if size is None else size / 1e3, lat.get("kind")))
+    if not rows:
+        return None
+    from matplotlib.lines import Line2D
+
+    colours = {role: PALETTE[i % len(PALETTE)] for i, role in enumerate(dict.fromkeys(r[1] for r in rows))}
+    kinds = ", ".join(sorted({str(r[5]) for r in rows if r[3] is not None and r[5]}))
+    fig, (ax_lat, ax_size) = _figure(2, 1, 3.6)
+    _scatter(ax_lat, [(r[0], r[1], r[3], r[2]) for r in rows if r[3] is not None],
+             f"p50 latency (ms{', ' + kinds if kinds else ''})", colours)
+    _scatter(ax_size, [(r[0], r[1], r[4], r[2]) for r in rows if r[4] is not None], "size (KB)", colours)
+    ax_lat.set_title("Accuracy vs latency", fontsize=10)
+    ax_size.set_title("Accuracy vs size", fontsize=10)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=_plain(r)) for r, c in colours.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
+    return _svg(fig, "fig1", "Accuracy versus latency and size of the exported artifacts")
+
+
+def _loss_terms(history: list[dict]) -> list[str]:
+    keys = dict.fromkeys(k for h in history for k, v in h.items() if "loss" in str(k) and _num(v) is not None)
+    return sorted(keys, key=lambda k: (k != "loss", str(k)))  # the total first, then its parts
+
+
+def _series(history: list[dict], key: str, scale: float = 1.0) -> tuple[list[float], list[float]]:
+    pts = [(_num(h.get("epoch")), _num(h.get(key))) for h in history]
+    pts = [(i + 1 if x is None else x, y) for i, (x, y) in enumerate(pts) if y is not None]
+    return [x for x, _ in pts], [y * scale for _, y in pts]
+
+
+def _training_plot(report: dict) -> str | None:
+    trained = [(_text(s.get("name")), h) for s in _records(report.get("stages")) if (h := _records(s.get("history")))]
+    if not trained:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    terms = list(dict.fromkeys(t for _, h in trained for t in _loss_terms(h)))
+    term_colour = {t: "#1f2933" if t == "loss" else PALETTE[i % len(PALETTE)] for i, t in enumerate(terms)}
+    panels = len(trained) + 1  # one per training stage, then accuracy for all of them
+    ncols = min(panels, 3)
+    fig, axes = _figure(ncols, math.ceil(panels / ncols), 2.8)
+    for ax, (name, hist) in zip(axes, trained):
+        ax.set_title(f"{_plain(name)}: training loss", fontsize=10)
+        for term in _loss_terms(hist):
+            ax.plot(*_series(hist, term), marker="o", ms=3, lw=1.8 if term == "loss" else 1.2,
+                    color=term_colour[term], label=_plain(term))
+    acc_ax = axes[len(trained)]
+    acc_ax.set_title("held-out accuracy per epoch", fontsize=10)
+    acc_ax.set_ylabel("accuracy (%)")
+    for i, (name, hist) in enumerate(trained):
+        if (xy := _series(hist, "test_accuracy", 100))[0]:
+            acc_ax.plot(*xy, marker="o", ms=3, color=PALETTE[i % len(PALETTE)], label=_plain(name))
+    for ax in axes[:panels]:
+        if not ax.lines:
+            _empty(ax, "nothing recorded")
+            continue
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        lo, hi = ax.dataLim.intervalx
+        if hi - lo < 3:  # one or two epochs: a readable axis instead of 0.95 .. 1.05
+            ax.set_xlim(lo - 0.5, hi + 0.5)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return _svg(fig, "fig2", "Training loss curves and held-out accuracy per epoch")
+
+
+def _plots(report: dict) -> list[tuple[str, str | None, str]]:
+    """(caption, svg or None, what is missing). The salt makes SVG ids, so the whole page, deterministic."""
+    import matplotlib
+
+    style = {"svg.hashsalt": "edgedistill-report", "svg.fonttype": "none", "font.size": 9,
+             "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#9aa5b1"}
+    with matplotlib.rc_context(style):  # leaves the caller's matplotlib settings alone
+        return [("Held-out accuracy of each exported artifact against its p50 latency and its file size.",
+                 _artifact_plot(report), "No artifact has a measured accuracy."),
+                ("Loss terms per training stage, and held-out accuracy after each epoch.",
+                 _training_plot(report), "No training history was recorded.")]
+
+
+# ---------------------------------------------------------------- "use it in your app" snippets
+
+class _IO(NamedTuple):
+    name: str  # the ONNX input name
+    shape: list[int]  # symbolic dims such as "batch" become 1
+    image: str  # e.g. " (8x8 grayscale)", for the Core ML image input
+    norm: str  # how to normalize the input, or ""
+
+
+def _io(usage: dict) -> _IO:
+    first = (_records(usage.get("inputs")) or [{}])[0]
+    dims = first.get("shape") if isinstance(first.get("shape"), list) else []
+    gray = " grayscale" if len(dims) == 4 and dims[1] == 1 else ""
+    mean, std = usage.get("mean"), usage.get("std")
+    norm = f"normalized as (x - mean) / std, mean {mean}, std {std}" if mean is not None and std is not None else ""
+    return _IO(str(first.get("name") or "input"), [int(d) if _num(d) is not None else 1 for d in dims] or [1],
+               f" ({dims[-2]}x{dims[-1]}{gray})" if len(dims) >= 3 else "", norm)
+
+
+def _pick(artifacts: list[dict], kind: str) -> dict | None:
+    found = [a for a in artifacts if a.get("kind") == kind]
+    return next((a for a in found if a.get("role") == "student"), found[0] if found else None)
+
+
+def _swift(path: PurePosixPath, usage: dict, io_: _IO) -> str:
+    outs = usage.get("coreml_outputs") if isinstance(usage.get("coreml_outputs"), list) else []
+    label, probs = (outs + ["classLabel", "classLabel_probs"][len(outs):])[:2]
+    return f"""import CoreML
+
+// Add {path.name} to your Xcode target; Xcode compiles it to {path.stem}.mlmodelc.
+let url = Bundle.main.url(forResource: "{path.stem}", withExtension: "mlmodelc")!
+let config = MLModelConfiguration()
+config.computeUnits = .all
+let model = try MLModel(contentsOf: url, configuration: config)
+
+// pixelBuffer: a CVPixelBuffer{io_.image} holding the image to classify.
+let input = try MLDictionaryFeatureProvider(
+    dictionary: ["{usage.get("coreml_input") or "image"}": MLFeatureValue(pixelBuffer: pixelBuffer)])
+let output = try model.prediction(from: input)
+if let label = output.featureValue(for: "{label}")?.stringValue,
+   let probs = output.featureValue(for: "{probs}")?.dictionaryValue {{
+    print(label, probs[label] ?? 0)
+}}"""
+
+
+def _kotlin(path: PurePosixPath, usage: dict, io_: _IO) -> str:
+    labels = usage.get("labels") if isinstance(usage.get("labels"), list) else []
+    quoted = ['"' + str(x).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"' for x in labels]
+    labels_line = (f"val labels = listOf({', '.join(quoted)})" if 0 < len(labels) <= 20
+                   else 'val labels: List<String> = TODO("load the class names")')
+    return f"""import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import ai.onnxruntime.OrtSession
+import java.nio.FloatBuffer
+
+val env = OrtEnvironment.getEnvironment()
+// Put {path.name} in app/src/main/assets; `context` is your Activity.
+val modelBytes = context.assets.open("{path.name}").readBytes()
+val session = env.createSession(modelBytes, OrtSession.SessionOptions())
+{labels_line}
+
+val shape = longArrayOf({", ".join(map(str, io_.shape))})
+val pixels = FloatBuffer.allocate({" * ".join(map(str, io_.shape))})
+// pixels.put(...) the image, {io_.norm or "as the model expects"}; then pixels.rewind().
+OnnxTensor.createTensor(env, pixels, shape).use {{ tensor ->
+    session.run(mapOf("{io_.name}" to tensor)).use {{ result ->
+        @Suppress("UNCHECKED_CAST")
+        val scores = (result[0].value as Array<FloatArray>)[0]
+        println(labels[scores.indices.maxBy {{ scores[it] }}])
+    }}
+}}"""
+
+
+def _usage_html(report: dict) -> str:
+    usage, artifacts = _dict(report.get("usage")), _records(report.get("artifacts"))
+    io_ = _io(usage)
+    described = "; ".join(f"{kind} <code>{html.escape(_text(t.get('name')))}</code> "
+                          + html.escape(f"{t.get('dtype') or ''} [{', '.join(map(str, t.get('shape') or []))}]")
+                          for kind in ("input", "output") for t in _records(usage.get(f"{kind}s")))
+    parts = [f"<p class=muted>{described or 'Input and output names were not recorded'}"
+             f"{'; ' + html.escape(io_.norm) if io_.norm else ''}.</p>"]
+    for title, kind, snippet in (("Swift (Core ML, iOS and macOS)", "coreml", _swift),
+                                 ("Kotlin (ONNX Runtime, Android)", "ort", _kotlin)):
+        if (art := _pick(artifacts, kind)) is not None:
+            code = snippet(PurePosixPath(_text(art.get("path"))), usage, io_)
+            parts.append(f"<h3>{title}</h3>\n<pre><code>{html.escape(code)}</code></pre>")
+    if len(parts) == 1:
+        parts.append("<p>No Core ML or .ort artifact was exported in this run.</p>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- HTML
+
+def _html_table(t: Table) -> str:
+    cls = {"r": ' class="num"', "c": ' class="path"', "l": ""}
+    head = "".join(f"<th{cls[a]}>{html.escape(h)}</th>" for h, a in zip(t.headers, t.align))
+    body = "\n".join("<tr>" + "".join(f"<td{cls[a]}>{html.escape(v)}</td>" for v, a in zip(row, t.align)) + "</tr>"
+                     for row in t.rows)
+    table = (f'<div class="table-wrap"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>'
+             if t.rows else "<p class=muted>None recorded.</p>")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in t.notes)
+    return table + (f'\n<ul class="notes">{notes}</ul>' if notes else "")
+
+
+def _summary_html(report: dict) -> str:
+    head = _dict(report.get("headline"))
+    kind = f" ({head['latency_kind']})" if head.get("latency_kind") else ""
+    cards = [(_fmt(head.get("size_ratio"), ".1f") + "x", "smaller than the teacher"),
+             (_fmt(head.get("speedup"), ".1f") + "x", "faster" + kind),
+             (_fmt(head.get("accuracy_delta_points"), "+.1f"), "accuracy points vs teacher")]
+    cards_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>'
+                         for v, k in cards if not v.startswith(NA))
+    return (f'<section class="summary"><div class="headline">{html.escape(_text(report.get("summary")))}</div>'
+            + (f'<div class="cards">{cards_html}</div>' if cards_html else "")
+            + (f'<div class="muted small">headline artifact: <code>{html.escape(str(head["artifact"]))}</code></div>'
+               if head.get("artifact") else "") + "</section>")
+
+
+def render_html(report: dict) -> str:
+    """report.html: one file with inline CSS and SVG; no scripts, nothing fetched from the network."""
+    target = html.escape(_text(report.get("target")))
+    desc = _dict(report.get("target_profile")).get("description")
+    body = [f"<header><h1>edgedistill report: {target}</h1>"
+            + (f'<p class="muted">{html.escape(str(desc))}</p>' if desc else "") + "</header>", _summary_html(report)]
+    body += [f"<h2>{title}</h2>\n{_html_table(table)}" for title, table in _tables(report)]
+    body.append("<h2>Plots</h2>")
+    for caption, svg, missing in _plots(report):
+        body.append(f"<figure>{svg}<figcaption>{caption}</figcaption></figure>" if svg
+                    else f"<p class=muted>{missing}</p>")
+    body += ["<h2>Use it in your app</h2>", _usage_html(report),
+             f"<h2>Environment</h2>\n{_html_table(environment_table(report))}",
+             f"<footer>Generated by edgedistill from report.json, created {html.escape(_text(report.get('created')))}."
+             "</footer>"]
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>edgedistill report: {target}</title>\n<style>{_CSS}</style>\n</head>\n"
+            "<body>\n<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+
+
+_CSS = """
+:root { --fg: #1f2933; --muted: #616e7c; --line: #e4e7eb; --zebra: #f5f7fa; --accent: #3e6a8a; --box: #eef4f8; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff;
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1040px; margin: 0 auto; padding: 32px 24px 48px; }
+h1 { font-size: 1.75rem; margin: 0 0 4px; }
+h2 { font-size: 1.2rem; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1rem; margin: 20px 0 8px; }
+.muted { color: var(--muted); } .small { font-size: .85rem; margin-top: 10px; }
+.summary { background: var(--box); border-left: 4px solid var(--accent); border-radius: 6px; padding: 16px 20px; }
+.headline { font-size: 1.05rem; font-weight: 600; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 12px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 16px;
+  color: var(--muted); font-size: .85rem; }
+.card b { display: block; color: var(--accent); font-size: 1.4rem; }
+.table-wrap { overflow-x: auto; }
+table { width: 100%; border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 10px; text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); }
+th { background: #e9eef2; font-weight: 600; }
+tbody tr:nth-child(even) { background: var(--zebra); }
+.num { text-align: right; white-space: nowrap; }
+.path, code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.path { font-size: .82rem; word-break: break-all; }
+.notes { color: var(--muted); font-size: .85rem; margin: 8px 0 0; }
+pre { background: #1f2933; color: #e4e7eb; padding: 14px 16px; border-radius: 6px; overflow-x: auto;
+  font-size: .8rem; line-height: 1.45; }
+figure { margin: 16px 0 24px; } figure svg { display: block; width: 100%; height: auto; }
+figcaption { color: var(--muted); font-size: .85rem; margin-top: 4px; }
+footer { margin-top: 40px; color: var(--muted); font-size: .8rem; }
+@media print {
+  main { max-width: none; padding: 0; }
+  pre { white-space: pre-wrap; background: #f5f7fa; color: #000; border: 1px solid var(--line); }
+  figure, table, pre, .summary { break-inside: avoid; } h2, h3 { break-after: avoid; }
+}
+"""

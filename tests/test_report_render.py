@@ -1,0 +1,148 @@
+"""The report renderers: every stage and artifact shows up, the HTML is self-contained, sparse reports render."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from edgedistill.report.render import render_html, render_markdown
+
+
+def _latency(p50: float, p90: float, kind: str | None = "measured-host") -> dict:
+    return {"p50": p50, "p90": p90, "p99": p90 * 1.2, "kind": kind, "threads": 2, "batch": 1}
+
+
+@pytest.fixture
+def report() -> dict:
+    history = [{"epoch": 1, "loss": 2.0, "task_loss": 1.5, "kd_loss": 2.1, "test_accuracy": 0.7},
+               {"epoch": 2, "loss": 0.5, "task_loss": 0.3, "kd_loss": 0.5, "test_accuracy": 0.96}]
+    return {
+        "schema_version": 1,
+        "target": "pixel-8",
+        "target_profile": {"name": "pixel-8", "description": "Pixel 8 <ARM CPU> & int8"},
+        "summary": "pixel-8: int8 student is 27.1x smaller than the teacher, 2.4x faster (measured-host)",
+        "headline": {"artifact": "export/student.int8.onnx", "size_ratio": 27.1, "speedup": 2.4,
+                     "latency_kind": "measured-host", "accuracy_delta_points": -0.6},
+        "stages": [
+            {"name": "teacher", "accuracy": 0.9833, "params": 94218, "macs": 613898, "wall_s": 30.1,
+             "history": [{"epoch": 1, "loss": 1.2, "task_loss": 1.2, "test_accuracy": 0.8}]},
+            {"name": "distill", "accuracy": 0.9806, "params": 24058, "macs": 162954, "wall_s": 40.0,
+             "history": history},
+            {"name": "qat", "accuracy": 0.9778, "params": 12000, "macs": 80000, "wall_s": 25.0},
+        ],
+        "artifacts": [
+            {"role": "teacher", "kind": "onnx-fp32", "path": "export/teacher.fp32.onnx", "size_bytes": 380000,
+             "accuracy": 0.9833, "latency_ms": _latency(0.21, 0.25)},
+            {"role": "student", "kind": "onnx-int8", "path": "export/student.int8.onnx", "size_bytes": 14000,
+             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1)},
+            {"role": "student", "kind": "ort", "path": "export/ort/student.int8.ort", "size_bytes": 16000,
+             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1, "estimated")},
+            {"role": "student", "kind": "coreml", "path": "export/student.mlpackage", "size_bytes": 40000,
+             "accuracy": None, "latency_ms": None, "latency_note": "runs only on Apple platforms"},
+        ],
+        "parity": [{"from": "student int8 (onnx)", "to": "student int8 (ort)", "top1_agreement": 1.0, "max_abs": 0.0}],
+        "usage": {"inputs": [{"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
+                  "outputs": [{"name": "logits", "shape": ["batch", 10]}], "labels": [str(i) for i in range(10)],
+                  "mean": [0.3], "std": [0.4], "coreml_input": "image",
+                  "coreml_outputs": ["classLabel", "classLabel_probs"]},
+        "environment": {"world_size": 1, "device": "cpu", "gpu": None, "cpu": "AMD EPYC", "cpu_count": 2,
+                        "platform": "Linux-x86_64", "git": "abc1234",
+                        "versions": {"python": "3.11.7", "torch": "2.13.0+cpu", "onnxruntime": "1.31.1"}},
+        "created": "2026-11-22T12:34:56Z",
+    }
+
+
+MINIMAL = {"target": "bare-board", "stages": [], "artifacts": []}
+
+
+def _section(md: str, title: str) -> list[str]:
+    """The lines of one '## title' section."""
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+
+
+def test_markdown_has_summary_and_a_row_per_stage_and_artifact(report):
+    md = render_markdown(report)
+    assert md.startswith("# edgedistill report: pixel-8")
+    assert report["summary"] in md
+    stages, artifacts = _section(md, "Stages"), _section(md, "Artifacts")
+    for stage in report["stages"]:
+        assert sum(line.startswith(f"| {stage['name']} |") for line in stages) == 1
+    for artifact in report["artifacts"]:
+        assert sum(f"`{artifact['path']}`" in line for line in artifacts if line.startswith("|")) == 1
+    assert "| teacher | 98.33 | +0.00 | 94,218 | 613,898 | 30.1 |" in md
+    assert "| qat | 97.78 | -0.55 | 12,000 | 80,000 | 25.0 |" in md
+    assert "0.090 / 0.100 ms (measured-host)" in md
+    assert "0.090 / 0.100 ms (estimated)" in md
+    assert "| 380.0 |" in md  # size in KB
+    assert "runs only on Apple platforms" in md
+    assert "| student int8 (onnx) | student int8 (ort) | 100.00 | 0 |" in md
+    for provenance in ("2.13.0+cpu", "AMD EPYC (2 cores)", "abc1234", "| world size | 1 |", "| gpu | n/a |"):
+        assert provenance in md
+
+
+def test_markdown_tables_keep_their_column_count(report):
+    report["stages"][0]["name"] = "a|b"  # a pipe in a value must not add a column
+    for line in render_markdown(report).splitlines():
+        if line.startswith("| stage |") or line.startswith("| a"):
+            assert len(re.findall(r"(?<!\\)\|", line)) == 7
+
+
+def test_html_is_self_contained_with_plots(report):
+    page = render_html(report)
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<svg") >= 2
+    assert "<?xml" not in page and "<!DOCTYPE svg" not in page
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+    assert "<script" not in page.lower() and "<link" not in page.lower() and "@import" not in page
+    assert "pixel-8" in page
+    for artifact in report["artifacts"]:
+        assert artifact["path"] in page
+    for stage in report["stages"]:
+        assert f"<td>{stage['name']}</td>" in page
+    assert report["summary"] in page
+
+
+def test_html_escapes_text_and_has_app_snippets(report):
+    page = render_html(report)
+    assert "Pixel 8 &lt;ARM CPU&gt; &amp; int8" in page
+    assert "<ARM CPU>" not in page
+    assert "MLModel(contentsOf:" in page and "&quot;image&quot;" in page and "classLabel_probs" in page
+    assert "OrtEnvironment.getEnvironment()" in page and "OnnxTensor.createTensor" in page
+    assert "longArrayOf(1, 1, 8, 8)" in page and "mapOf(&quot;x&quot; to tensor)" in page
+    assert "student.int8.ort" in page
+
+
+def test_html_ids_are_unique_and_output_is_deterministic(report):
+    page = render_html(report)
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    assert render_html(copy.deepcopy(report)) == page
+
+
+@pytest.mark.parametrize("render", [render_markdown, render_html])
+def test_minimal_report_renders(render):
+    out = render(dict(MINIMAL))
+    assert "bare-board" in out
+    assert "n/a" in out
+
+
+def test_minimal_html_has_no_plots_and_says_why():
+    page = render_html(dict(MINIMAL))
+    assert "<svg" not in page
+    assert "No training history was recorded." in page
+    assert "No Core ML or .ort artifact" in page
+
+
+@pytest.mark.parametrize("render", [render_markdown, render_html])
+def test_nulls_and_malformed_values_do_not_crash(render, report):
+    for stage in report["stages"]:
+        stage.update(accuracy=None, params="many", macs=None, wall_s=float("nan"))
+    report["stages"][1]["history"] = [{"epoch": 1}, {"loss": None}, "junk"]
+    report["artifacts"][0].update(size_bytes=None, latency_ms={"p50": 0.2, "p90": None, "kind": None})
+    for key in ("summary", "headline", "parity", "usage", "environment", "target_profile", "created"):
+        report[key] = None
+    out = render(report)
+    assert "n/a" in out
+    assert "0.200 / n/a ms" in out
