@@ -69,7 +69,9 @@ def load_torch(path: Path) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # refusals of code name the GLOBAL they would import
+            raise UserError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:80]})") from None
         raise UserError(
             f"{path}: refused to load, it holds Python objects beyond tensors (a pickle could run code); "
             "save a plain state_dict with torch.save(model.state_dict(), path)"

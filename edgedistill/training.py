@@ -90,7 +90,7 @@ def fit(
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise RefusedError(
-                    f"stage {stage}: loss became {float(loss)} in epoch {epoch + 1}; stopped, the last good "
+                    f"stage {stage}: loss became {float(loss.detach())} in epoch {epoch + 1}; stopped, the last good "
                     f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun to resume"
                 )
             optimizer.zero_grad(set_to_none=True)

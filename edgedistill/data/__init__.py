@@ -67,6 +67,8 @@ def _load_arrays(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np
         if key not in arrays:
             raise UserError(f"data.path: {cfg.path} has no array '{key}' (has: {', '.join(arrays)})")
     x, y = _as_nchw01(arrays["x_train"], "data.path x_train"), arrays["y_train"]
+    if len(x) != len(y):
+        raise UserError(f"data.path: x_train has {len(x)} images but y_train {len(y)} labels; they differ in count")
     if "x_test" in arrays and "y_test" in arrays:
         return x, y, _as_nchw01(arrays["x_test"], "data.path x_test"), arrays["y_test"]
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y)
@@ -75,8 +77,8 @@ def _load_arrays(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np
 
 def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     x_tr, y_tr, x_te, y_te = _load_arrays(cfg, seed)
-    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-        raise UserError("data: images and labels differ in count; each x_* needs one label in y_*")
+    if len(x_te) != len(y_te):
+        raise UserError(f"data.path: x_test has {len(x_te)} images but y_test {len(y_te)} labels; they differ in count")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)

@@ -1,0 +1,18 @@
+"""Small models and data the tests build themselves (nothing downloaded)."""
+
+import torch
+
+from edgedistill.models import ModelHandle, ModelSpec, build_model
+
+SPEC = ModelSpec(task="image-classification", input_shape=(1, 8, 8), num_classes=10,
+                 labels=tuple(str(i) for i in range(10)), mean=(0.3,), std=(0.4,))
+
+
+def cnn(channels=(16, 32, 64), seed=0):
+    torch.manual_seed(seed)
+    return ModelHandle(build_model("cnn", list(channels), SPEC.input_shape, SPEC.num_classes), SPEC, "cnn", list(channels))
+
+
+def batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *SPEC.input_shape, generator=g), torch.randint(0, 10, (n,), generator=g)
