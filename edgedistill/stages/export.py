@@ -3,6 +3,8 @@ checked against the model it came from on the held-out inputs; beyond tolerance 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from edgedistill import __version__, io, quantize
@@ -31,10 +33,15 @@ def _check(rung: dict, artifact: str, max_abs: float | None, min_agreement: floa
                            f"held-out inputs (< export.{field}_min_agreement {min_agreement}); the artifact is not trusted")
 
 
+def _on_cpu(module):
+    """A CPU copy: the artifacts run on CPUs, and a GPU reference (TF32 convolutions) would differ from them."""
+    return copy.deepcopy(module).cpu()
+
+
 def run(ctx, state, stage_dir):
     cfg, target, spec = ctx.recipe.stages.export, ctx.target, ctx.data.spec
-    x = ctx.data.x_test
-    x_np = x.cpu().numpy()
+    x = ctx.data.x_test.cpu()
+    x_np = x.numpy()
     rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
     artifacts, parity = [], []
 
@@ -47,11 +54,12 @@ def run(ctx, state, stage_dir):
 
     # fp32: teacher (for comparison) and student
     torch_fp32 = {}
-    for role, handle in (("teacher", state.teacher), ("student", state.student)):
-        handle.module.eval()
+    fp32 = {"teacher": _on_cpu(state.teacher.module).eval(), "student": _on_cpu(state.student.module).eval()}
+    quantized = _on_cpu(state.quantized) if state.quantized is not None else None
+    for role, module in fp32.items():
         path = stage_dir / f"{role}.fp32.onnx"
-        export_onnx(handle.module, spec, path, cfg.opset)
-        torch_fp32[role] = predict(handle.module, x).cpu().numpy()
+        export_onnx(module, spec, path, cfg.opset)
+        torch_fp32[role] = predict(module, x).numpy()
         rung = _compare(torch_fp32[role], onnx_logits(path), (f"{role} fp32 (torch)", f"{role} fp32 (onnx)"))
         _check(rung, rel(path), cfg.fp32_max_abs, None, "fp32")
         parity.append(rung)
@@ -60,9 +68,9 @@ def run(ctx, state, stage_dir):
 
     # int8: the QAT model's own graph, or ONNX Runtime static PTQ when QAT is off
     int8_path = stage_dir / "student.int8.onnx"
-    if state.quantized is not None:
-        export_onnx(state.quantized, spec, int8_path, cfg.opset, int8=True)
-        reference = predict(state.quantized, x, set_mode=quantize.set_mode).cpu().numpy()
+    if quantized is not None:
+        export_onnx(quantized, spec, int8_path, cfg.opset, int8=True)
+        reference = predict(quantized, x, set_mode=quantize.set_mode).numpy()
         ref_name, method, max_abs = "student int8 (torch)", "qat-pt2e", cfg.int8_max_abs
         parity.append(_compare(torch_fp32["student"], reference, ("student fp32 (torch)", ref_name)))
     else:
@@ -76,6 +84,9 @@ def run(ctx, state, stage_dir):
     _check(rung, rel(int8_path), max_abs, cfg.int8_min_agreement, "int8")
     parity.append(rung)
     kernels = sorted(set(ortr.optimized_op_types(int8_path)) & ortr.INTEGER_KERNELS)
+    if not kernels:
+        raise RefusedError(f"export {rel(int8_path)}: ONNX Runtime runs no integer kernel for it (its optimized "
+                           "graph is all float), so it would be int8 in name only; export with torch 2.13")
     add("student", "onnx-int8", int8_path, precision="int8", quantization=method, parity_max_abs=rung["max_abs"],
         integer_kernels=kernels)
     int8_target = target.precision in ("int8", "w8a8")
@@ -92,11 +103,11 @@ def run(ctx, state, stage_dir):
             required_operators=rel(config), target_platform=target.arch)
 
     if "coreml" in cfg.formats:
-        w8a8 = int8_target and state.quantized is not None
+        w8a8 = int8_target and quantized is not None
         settings = target.coreml or CoreMLSettings()
         path = stage_dir / "student.mlpackage"
         coreml.to_coreml(
-            state.quantized if w8a8 else state.student.module, spec, path,
+            quantized if w8a8 else fp32["student"], spec, path,
             deployment_target=settings.minimum_deployment_target, compute_units=settings.compute_units,
             precision="w8a8" if w8a8 else "fp16", version=__version__,
             description=f"{ctx.recipe.name}: {spec.task} student distilled for {target.name}",
