@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgedistill.errors import RefusedError
 from edgedistill.models import ModelSpec
+
+# torchao's bundled .so files hold CUDA kernels for other schemes than PT2E; loading them on a CPU-only
+# machine only logs failures.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
 
 MAX_BATCH = 65536
 
@@ -33,7 +39,13 @@ def prepare_qat(module: nn.Module, spec: ModelSpec) -> torch.fx.GraphModule:
     example = spec.example_input(2).to(device)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
-    return prepare_qat_pt2e(graph, quantizer)
+    prepared = prepare_qat_pt2e(graph, quantizer)
+    if not any(name.startswith("activation_post_process") for name, _ in prepared.named_children()):
+        # Seen with torch 2.11 + torchao 0.18: the quantizer's patterns match nothing and QAT would
+        # silently train a float model.
+        raise RefusedError(f"qat: the int8 quantizer found no layer to quantize with torch {torch.__version__}; "
+                           "run the qat stage with torch 2.13 (the earlier stages resume from the run directory)")
+    return prepared
 
 
 def set_mode(model: nn.Module, training: bool) -> None:

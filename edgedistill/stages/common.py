@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgedistill import io
+from edgedistill.errors import UserError
 from edgedistill.models import ModelHandle, build_model
 from edgedistill.training import accuracy, predict
 
@@ -36,26 +37,21 @@ def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
     if isinstance(state, dict) and isinstance(state.get("state_dict") or state.get("model"), dict):
         state = state.get("state_dict") or state["model"]
     if not isinstance(state, dict):
-        raise_user(f"{field}: {path} holds a {type(state).__name__}, expected a state_dict")
+        raise UserError(f"{field}: {path} holds a {type(state).__name__}, expected a state_dict")
     own = handle.module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise_user(
+        raise UserError(
             f"{field}: {path} does not fit arch '{handle.arch}' with channels {handle.channels} "
             f"(missing {missing[:2]}, unexpected {unexpected[:2]}); set the arch and channels the checkpoint was made with"
         )
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise_user(
+            raise UserError(
                 f"{field}: {path} does not fit channels {handle.channels}: {k} is {tuple(v.shape)} in the checkpoint "
                 f"but {tuple(own[k].shape)} in the model; set the channels (and classes/input) it was trained with"
             )
     handle.module.load_state_dict(state)
     return handle
 
-
-def raise_user(message: str):
-    from edgedistill.errors import UserError
-
-    raise UserError(message)

@@ -1,0 +1,50 @@
+"""The pipeline in-process: loading a user's teacher, fingerprints deciding what reruns."""
+
+import json
+
+import pytest
+import torch
+
+from edgedistill import pipeline
+from edgedistill.errors import UserError
+from edgedistill.models import build_model
+from edgedistill.recipe import load_recipe
+from edgedistill.targets import load_target
+
+ONLY_MODELS = [f"stages.{s}.enabled=false" for s in ("distill", "prune", "qat", "export", "bench", "report")]
+
+
+def test_teacher_from_a_checkpoint_is_loaded_not_trained(tmp_path):
+    torch.manual_seed(0)
+    teacher = build_model("cnn", [32, 64, 128], (1, 8, 8), 10)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    recipe = load_recipe("digits", [f"teacher.checkpoint={tmp_path / 'teacher.pt'}", *ONLY_MODELS])
+    state = pipeline.run(recipe, load_target("x86-avx2"), tmp_path / "out", quiet=True)
+    assert state.records["teacher"]["source"] == str(tmp_path / "teacher.pt")
+    assert "history" not in state.records["teacher"]
+    for a, b in zip(state.teacher.module.state_dict().values(), teacher.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_mismatched_teacher_checkpoint_names_the_tensor(tmp_path):
+    torch.save(build_model("cnn", [16, 64, 128], (1, 8, 8), 10).state_dict(), tmp_path / "t.pt")
+    recipe = load_recipe("digits", [f"teacher.checkpoint={tmp_path / 't.pt'}", *ONLY_MODELS])
+    with pytest.raises(UserError, match=r"teacher\.checkpoint: .* features\.0\.weight is \(16, 1, 3, 3\) in the checkpoint"):
+        pipeline.run(recipe, load_target("x86-avx2"), tmp_path / "out", quiet=True)
+    torch.save(build_model("cnn", [32, 64, 128], (1, 8, 8), 3).state_dict(), tmp_path / "k.pt")
+    recipe = load_recipe("digits", [f"teacher.checkpoint={tmp_path / 'k.pt'}", *ONLY_MODELS])
+    with pytest.raises(UserError, match=r"classifier\.weight is \(3, 128\) in the checkpoint but \(10, 128\)"):
+        pipeline.run(recipe, load_target("x86-avx2"), tmp_path / "out2", quiet=True)
+
+
+def test_changed_stage_config_reruns_that_stage_and_later_ones(tmp_path):
+    base = ["stages.teacher.epochs=1", "stages.distill.epochs=1", *ONLY_MODELS[1:]]
+    target = load_target("x86-avx2")
+    pipeline.run(load_recipe("digits", base), target, tmp_path, quiet=True)
+    first = {d.name: (d / "done.json").read_text() for d in tmp_path.glob("0*") if (d / "done.json").exists()}
+    assert sorted(first) == ["01-teacher", "02-student", "03-distill"]
+    pipeline.run(load_recipe("digits", [*base, "stages.distill.temperature=2.0"]), target, tmp_path, quiet=True)
+    second = {d.name: (d / "done.json").read_text() for d in tmp_path.glob("0*")}
+    assert second["01-teacher"] == first["01-teacher"] and second["02-student"] == first["02-student"]
+    assert second["03-distill"] != first["03-distill"]
+    assert json.loads((tmp_path / "03-distill" / "result.json").read_text())["temperature"] == 2.0
