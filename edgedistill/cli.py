@@ -4,6 +4,7 @@ Exit status: 0 done; 2 the input is wrong (one line, no traceback); 3 the pipeli
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -109,6 +110,11 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to resume", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _fail(UserError(f"{e.filename or 'the output directory'}: no space left on the device; free some space "
+                        "or choose another --out, then rerun to resume"), 2)
 
 
 def _fail(e: Exception, code: int) -> None:

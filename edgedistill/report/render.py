@@ -174,7 +174,7 @@ def _scatter(ax: Any, points: list[tuple[str, str, float, float]], xlabel: str, 
     """points: (label, role, x, y); a report has a handful, so simple label clustering avoids overlaps."""
     if not points:
         return _empty(ax, "no artifact has both values")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     for _, role, x, y in points:
         ax.scatter(x, y, s=36, color=colours[role], zorder=3)
@@ -182,6 +182,7 @@ def _scatter(ax: Any, points: list[tuple[str, str, float, float]], xlabel: str, 
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10^1, 10^2
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels (2x10^1, 3x10^1...) overprint each other
     ax.margins(x=0.2, y=0.2)
     ax.autoscale_view()
     # Points closer than a label is long (an int8 .onnx and its .ort) share one multi-line label.
