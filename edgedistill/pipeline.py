@@ -36,6 +36,8 @@ class Context:
     device: torch.device
     data: DataBundle
     quiet: bool = False
+    cache: dict = field(default_factory=dict)  # results stages share within one run (teacher logits)
+    progress: Any = None
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -96,6 +98,10 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
         torch.use_deterministic_algorithms(True, warn_only=True)
         ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
+        if not quiet:
+            from edgedistill.progress import StageProgress
+
+            ctx.progress = StageProgress()
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
         ctx.data = load_data(recipe.data, recipe.seed).to(ctx.device)
         ctx.event("run_start", target=target.name, recipe=recipe.name, device=str(ctx.device))

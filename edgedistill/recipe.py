@@ -30,34 +30,51 @@ class Normalization(Strict):
         return self
 
 
+class Augment(Strict):
+    """Random augmentation, done on the training device per batch (a CPU loader cannot feed a GPU)."""
+
+    crop_padding: int = Field(0, ge=0, description="random crop after zero-padding each side by this many pixels")
+    flip: bool = Field(False, description="random horizontal flip")
+    cutout: int = Field(0, ge=0, description="side of a random square set to the mean (0: off)")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_padding or self.flip or self.cutout)
+
+
 class DataConfig(Strict):
-    dataset: Literal["digits", "npz"] = "digits"
-    path: Path | None = Field(None, description="npz with x_train, y_train, x_test, y_test (dataset: npz)")
+    dataset: Literal["digits", "npz", "folder"] = "digits"
+    path: Path | None = Field(None, description="npz arrays/encoded images (dataset: npz) or an image folder")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share when the data has no test split")
     batch_size: int = Field(64, ge=1)
     normalization: Normalization | None = Field(None, description="None: computed from the training split")
     labels: list[str] | None = None
+    augment: Augment = Augment()
 
     @model_validator(mode="after")
-    def _path_for_npz(self) -> "DataConfig":
-        if self.dataset == "npz" and self.path is None:
-            raise ValueError("dataset 'npz' needs data.path")
+    def _path_for_files(self) -> "DataConfig":
+        if self.dataset != "digits" and self.path is None:
+            raise ValueError(f"dataset '{self.dataset}' needs data.path")
         return self
 
 
 class ModelConfig(Strict):
-    arch: Literal["cnn", "mlp"] = "cnn"
-    channels: list[int] = Field(description="cnn: conv widths per block; mlp: hidden sizes")
+    arch: str = Field("cnn", description="a name from the model zoo: cnn, mlp, resnet20, wrn_40_2, ...")
+    channels: list[int] | None = Field(None, description="cnn: conv widths per block; mlp: hidden sizes")
+    dropout: float = Field(0.0, ge=0, lt=1, description="mlp: dropout after each hidden layer")
 
     @model_validator(mode="after")
-    def _positive(self) -> "ModelConfig":
-        if not self.channels or any(c < 1 for c in self.channels):
-            raise ValueError("channels must be a non-empty list of positive integers")
+    def _known(self) -> "ModelConfig":
+        from edgedistill.models.zoo import check_arch
+
+        check_arch(self.arch, self.channels)
         return self
 
 
 class TeacherConfig(ModelConfig):
     checkpoint: Path | None = Field(None, description="state_dict to load; None: train the teacher")
+    normalization: Normalization | None = Field(
+        None, description="the teacher's own input normalization when it differs from the student's")
 
 
 class StageBase(Strict):
@@ -73,12 +90,27 @@ class TrainStage(StageBase):
     schedule: Literal["cosine", "constant"] = "cosine"
 
 
+class FeatureMatch(Strict):
+    """One intermediate-layer term: the student's module output at `student` learns from the teacher's at
+    `teacher` (module paths as in model.named_modules(), e.g. layer2)."""
+
+    student: str
+    teacher: str
+    kind: Literal["fitnet", "attention"] = Field(
+        "fitnet", description="fitnet: MSE through a learned 1x1 projection (Romero et al. 2015); "
+                              "attention: spatial attention maps (Zagoruyko & Komodakis 2017)")
+    weight: float = Field(1.0, ge=0)
+
+
 class KDStage(TrainStage):
-    """loss = ce_weight * CE(s, y) + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+    """loss = ce_weight * CE(s, y) + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T)) + sum of feature terms."""
 
     temperature: float = Field(4.0, gt=0)
     kd_weight: float = Field(0.9, ge=0)
     ce_weight: float = Field(0.1, ge=0)
+    features: list[FeatureMatch] = Field(default_factory=list)
+    cache_teacher: bool | None = Field(
+        None, description="compute teacher logits once and reuse them; None: when the data has no augmentation")
 
 
 class TeacherStage(TrainStage):
@@ -100,9 +132,24 @@ class PruneStage(KDStage):
 
 
 class QatStage(KDStage):
-    """Quantization-aware fine-tuning (torchao PT2E, int8) under the teacher."""
+    """Quantization-aware fine-tuning (torchao PT2E, int8) under the teacher (logit terms only: the
+    quantized graph no longer has the module paths that feature terms hook)."""
 
     lr: float = Field(0.005, gt=0)
+
+    @model_validator(mode="after")
+    def _logits_only(self) -> "QatStage":
+        if self.features:
+            raise ValueError("feature terms are not supported in QAT; keep them in distill and prune")
+        return self
+
+
+class Training(Strict):
+    """How training runs on the device; none of it changes what is learned beyond numerics."""
+
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    channels_last: bool | None = Field(None, description="None: on CUDA for image models")
+    compile: bool = Field(False, description="torch.compile the training step's model")
 
 
 class ExportStage(StageBase):
@@ -142,16 +189,11 @@ class Recipe(Strict):
     description: str = ""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    training: Training = Training()
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
     student: ModelConfig
     stages: Stages = Stages()
-
-    @model_validator(mode="after")
-    def _same_arch_family(self) -> "Recipe":
-        if self.teacher.arch != self.student.arch:
-            raise ValueError("teacher.arch and student.arch must match (the student mirrors the teacher's family)")
-        return self
 
     def stage_fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output: data, models, seed and its config."""

@@ -60,7 +60,10 @@ def describe_error(root: type[BaseModel], err: ValidationError) -> str:
     shown = repr(got) if not isinstance(got, dict) else "a mapping"
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return f"{where}: {e['msg'].lower()} (got {shown})"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "value_error":  # our own validators: the message already says what to do
+        return f"{where}: {msg}"
+    return f"{where}: {msg.lower()} (got {shown})"
 
 
 def validate(model: type[BaseModel], data: Any, source: str) -> Any:

@@ -1,5 +1,6 @@
-"""The training loop every training stage shares: epochs, optimizer, schedule, per-epoch checkpoints
-(resume after a kill), a NaN guard, and held-out accuracy for the loss curves."""
+"""The training loop every training stage shares: epochs, optimizer, schedule, augmentation on the device,
+bf16 autocast and channels_last on CUDA, per-epoch checkpoints (an exact resume after a kill), a NaN guard,
+and held-out accuracy for the loss curves."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgedistill.data.augment import augment as augment_batch
 from edgedistill.errors import RefusedError
 from edgedistill.io import load_torch, save_torch
-from edgedistill.recipe import TrainStage
+from edgedistill.recipe import Augment, Training, TrainStage
 
-Task = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict]
+Task = Callable[..., dict]
 ModeSetter = Callable[[nn.Module, bool], None]
 
 
@@ -46,6 +48,19 @@ def _lr_factor(cfg: TrainStage) -> Callable[[int], float]:
     return lambda epoch: 1.0
 
 
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -57,62 +72,92 @@ def fit(
     batch_size: int,
     seed: int,
     set_mode: ModeSetter = _default_mode,
+    augment: Augment | None = None,
+    training: Training | None = None,
+    progress=None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train `model` in place for cfg.epochs; returns the per-epoch history.
 
-    After every epoch the model, optimizer and history go to `checkpoint` (atomically); if that file
-    exists when fit starts, training continues after its last epoch. Batches are shuffled by a generator
-    seeded with (seed, epoch), so a resumed run sees the same batches an uninterrupted one would."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, cfg)
+    After every epoch the model, optimizer, scheduler, the task's own parameters (projections), the RNG
+    states and the history go to `checkpoint` (atomically); if that file exists when fit starts, training
+    continues after its last epoch. Shuffling and augmentation draw from a generator seeded by (seed,
+    epoch), so a resumed run sees the same batches an uninterrupted one would."""
+    training = training or Training()
+    device = data.x_train.device
+    cuda = device.type == "cuda"
+    bf16 = training.precision == "bf16" or (training.precision == "auto" and cuda)
+    image_batches = data.x_train.dim() == 4
+    channels_last = (training.channels_last if training.channels_last is not None else cuda) and image_batches
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if training.compile else model
+    extra = list(task.parameters()) if isinstance(task, nn.Module) else []
+    optimizer = _optimizer([p for p in [*model.parameters(), *extra] if p.requires_grad], cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg))
     history: list[dict] = []
-    start = 0
     if checkpoint.exists():
         state = load_torch(checkpoint)
         model.load_state_dict(state["model"])
+        if isinstance(task, nn.Module):
+            task.load_state_dict(state["task"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
         history = list(state["history"])
-        start = len(history)
     n = len(data.x_train)
-    for epoch in range(start, cfg.epochs):
+    steps = math.ceil(n / batch_size)
+    if progress:
+        progress.start(stage, total=cfg.epochs * steps, done=len(history) * steps)
+    for epoch in range(len(history), cfg.epochs):
         set_mode(model, True)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        sums: dict[str, float] = {}
-        seen = 0
+        generator = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=generator, device=device)
+        sums: dict[str, torch.Tensor] = {}
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size].to(data.x_train.device)
+            idx = order[i : i + batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
-            losses = task(model, x, y)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise RefusedError(
-                    f"stage {stage}: loss became {float(loss.detach())} in epoch {epoch + 1}; stopped, the last good "
-                    f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun to resume"
-                )
+            if augment is not None and augment.active:
+                x = augment_batch(x, augment, generator)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                losses = task(step_model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses["loss"].backward()
             optimizer.step()
-            for k, v in losses.items():
+            for k, v in losses.items():  # summed on the device: no host sync per step
                 if k != "output":
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
-            seen += len(y)
+                    sums[k] = sums.get(k, 0) + v.detach().float() * len(y)
+            if progress:
+                progress.advance()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        record = {k: float(v) / n for k, v in sums.items()}
+        if not math.isfinite(record["loss"]):
+            raise RefusedError(
+                f"stage {stage}: loss became {record['loss']} in epoch {epoch + 1}; stopped, the last good "
+                f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun to resume"
+            )
         scheduler.step()
-        record = {k: v / seen for k, v in sums.items()}
-        record.update(
-            epoch=epoch + 1,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - t0,
-            samples_per_s=seen / max(time.perf_counter() - t0, 1e-9),
-            test_accuracy=accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test),
-        )
+        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
+                      samples_per_s=n / max(seconds, 1e-9),
+                      test_accuracy=accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test))
         history.append(record)
         save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "history": history})
+                                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history,
+                                "task": task.state_dict() if isinstance(task, nn.Module) else {}})
+        if progress:
+            progress.epoch(record)
         if on_epoch:
             on_epoch(record)
+    if progress:
+        progress.stop()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     set_mode(model, False)
     return history

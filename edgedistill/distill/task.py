@@ -3,45 +3,121 @@ after pruning and quantization-aware training alike; each returns {"loss", "task
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgedistill.distill.features import FeatureTap, attention_loss, fitnet_loss, projection
 from edgedistill.distill.losses import kd_loss
 
 
-class SupervisedTask:
+class SupervisedTask(nn.Module):
     """Plain cross-entropy on the labels (teacher training)."""
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx=None) -> dict[str, torch.Tensor]:
         out = model(x)
         ce = F.cross_entropy(out, y)
         return {"loss": ce, "task_loss": ce, "output": out}
 
 
-class DistillationTask:
-    """loss = ce_weight * CE(student, y) + kd_weight * T^2 * KL(softmax(teacher/T) || softmax(student/T)).
+def renormalizer(from_mean, from_std, to_mean, to_std):
+    """Map inputs normalized for the student onto the teacher's normalization (same pixels, other stats)."""
+    def shape(v):
+        return torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
 
-    In the papers' notation (Hinton et al.), alpha = kd_weight and 1 - alpha = ce_weight; here the two
-    weights are independent, so alpha-style recipes set them to sum to 1. The teacher runs in eval mode
-    without gradients."""
+    scale = shape(from_std) / shape(to_std)
+    shift = (shape(from_mean) - shape(to_mean)) / shape(to_std)
 
-    def __init__(self, teacher: nn.Module, temperature: float, kd_weight: float, ce_weight: float):
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return x * scale.to(x.device) + shift.to(x.device)
+    return apply
+
+
+class DistillationTask(nn.Module):
+    """loss = ce_weight * CE(student, y) + kd_weight * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+             + sum_i weight_i * feature_term_i(student.path_i, teacher.path_i)
+
+    In Hinton et al.'s notation alpha = kd_weight and 1 - alpha = ce_weight; here the two weights are
+    independent, so alpha-style recipes set them to sum to 1. The teacher runs in eval mode without
+    gradients; FitNets projections are this task's own parameters (trained with the student, never exported).
+    With `cache_teacher_logits`, teacher logits come from one pass over the training set (data without
+    random augmentation), looked up by example index."""
+
+    def __init__(self, teacher: nn.Module, temperature: float, kd_weight: float, ce_weight: float,
+                 student: nn.Module | None = None, features: Sequence = (), example_input: torch.Tensor | None = None,
+                 teacher_input=None):
+        super().__init__()
+        object.__setattr__(self, "teacher", teacher.eval())  # not a submodule: its weights are not ours to train
+        for p in teacher.parameters():
             p.requires_grad_(False)
-        self.temperature = temperature
-        self.kd_weight = kd_weight
-        self.ce_weight = ce_weight
+        self.temperature, self.kd_weight, self.ce_weight = temperature, kd_weight, ce_weight
+        self.features = list(features)
+        self.teacher_input = teacher_input or (lambda x: x)
+        self.cached_logits: torch.Tensor | None = None
+        self.projections = nn.ModuleDict()
+        self._taps = None
+        if self.features:
+            if student is None or example_input is None:
+                raise ValueError("feature terms need the student and an example input")
+            self._taps = (FeatureTap(student, [f.student for f in self.features], "student"),
+                          FeatureTap(teacher, [f.teacher for f in self.features], "teacher"))
+            self._build_projections(student, example_input)
 
-    def __call__(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)
+    def _key(self, f) -> str:
+        return f"{f.kind}_{f.student}".replace(".", "_")
+
+    @torch.no_grad()
+    def _build_projections(self, student: nn.Module, example: torch.Tensor) -> None:
+        was_training = student.training
+        student.eval()
+        student(example)
+        self.teacher(self.teacher_input(example))
+        student.train(was_training)
+        s_out, t_out = self._taps[0].outputs, self._taps[1].outputs
+        for f in self.features:
+            if f.kind == "fitnet":
+                self.projections[self._key(f)] = projection(s_out[f.student], t_out[f.teacher]).to(example.device)
+
+    @torch.no_grad()
+    def cache_teacher_logits(self, x_train: torch.Tensor, batch_size: int = 1024) -> None:
+        if self.features:
+            return  # feature terms need the teacher's live activations anyway
+        chunks = [self.teacher(self.teacher_input(x_train[i : i + batch_size])).float()
+                  for i in range(0, len(x_train), batch_size)]
+        self.cached_logits = torch.cat(chunks)
+
+    def forward(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None):
+        if self.cached_logits is not None and idx is not None:
+            teacher_logits = self.cached_logits[idx]
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher(self.teacher_input(x))
         out = student(x)
         ce = F.cross_entropy(out, y)
         kd = kd_loss(out, teacher_logits, self.temperature)
-        return {"loss": self.ce_weight * ce + self.kd_weight * kd, "task_loss": ce, "kd_loss": kd, "output": out}
+        losses = {"task_loss": ce, "kd_loss": kd}
+        total = self.ce_weight * ce + self.kd_weight * kd
+        if self._taps:
+            s_out, t_out = self._taps[0].outputs, self._taps[1].outputs
+            for f in self.features:
+                key = self._key(f)
+                t_feat = t_out[f.teacher].detach()
+                term = (fitnet_loss(s_out[f.student], t_feat, self.projections[key]) if f.kind == "fitnet"
+                        else attention_loss(s_out[f.student], t_feat))
+                losses[key] = term
+                total = total + f.weight * term
+        return {"loss": total, **losses, "output": out}
+
+    def close(self) -> None:
+        """Remove the forward hooks from teacher and student."""
+        for tap in self._taps or ():
+            tap.close()
+        self._taps = None
 
     @classmethod
-    def from_stage(cls, teacher: nn.Module, cfg) -> "DistillationTask":
-        return cls(teacher, cfg.temperature, cfg.kd_weight, cfg.ce_weight)
+    def from_stage(cls, teacher: nn.Module, cfg, student: nn.Module | None = None,
+                   example_input: torch.Tensor | None = None, teacher_input=None) -> "DistillationTask":
+        return cls(teacher, cfg.temperature, cfg.kd_weight, cfg.ce_weight, student=student,
+                   features=getattr(cfg, "features", ()), example_input=example_input, teacher_input=teacher_input)

@@ -30,14 +30,17 @@ class CNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected layers with ReLU on the flattened input."""
+    """Fully connected layers with ReLU (and optional dropout) on the flattened input: Hinton et al.'s
+    MNIST teacher is channels [1200, 1200] with dropout, the student [800, 800]."""
 
-    def __init__(self, in_features: int, num_classes: int, channels: list[int]):
+    def __init__(self, in_features: int, num_classes: int, channels: list[int], dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         prev = in_features
         for width in channels:
             layers += [nn.Linear(prev, width), nn.ReLU(inplace=True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             prev = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(prev, num_classes)
@@ -46,12 +49,42 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-def build_model(arch: str, channels: list[int], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+WIDTH_ARCHS = ("cnn", "mlp")  # sized by `channels` in the recipe
+
+
+def _fixed_archs() -> dict:
+    from edgedistill.models.cifar import CIFAR_MODELS
+
+    return CIFAR_MODELS
+
+
+def arch_names() -> list[str]:
+    return [*WIDTH_ARCHS, *sorted(_fixed_archs())]
+
+
+def check_arch(arch: str, channels: list[int] | None) -> None:
+    """Raise ValueError (shown against the recipe field) unless `arch` with `channels` can be built."""
+    if arch in WIDTH_ARCHS:
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"arch '{arch}' needs channels: a non-empty list of positive widths")
+    elif arch in _fixed_archs():
+        if channels is not None:
+            raise ValueError(f"arch '{arch}' has fixed widths; remove channels")
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(arch, arch_names(), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"unknown arch '{arch}'; {hint}known: {', '.join(arch_names())}")
+
+
+def build_model(arch: str, channels: list[int] | None, input_shape: tuple[int, ...], num_classes: int,
+                dropout: float = 0.0) -> nn.Module:
     if arch == "cnn":
         return CNN(input_shape[0], num_classes, list(channels))
     if arch == "mlp":
         n = 1
         for d in input_shape:
             n *= d
-        return MLP(n, num_classes, list(channels))
-    raise ValueError(f"unknown arch {arch!r}")
+        return MLP(n, num_classes, list(channels), dropout)
+    return _fixed_archs()[arch](num_classes=num_classes, in_channels=input_shape[0])

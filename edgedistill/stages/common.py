@@ -21,10 +21,11 @@ def agreement(a: ModelHandle, b: ModelHandle, ctx) -> float:
     return float((predict(a.module, ctx.data.x_test).argmax(-1) == predict(b.module, ctx.data.x_test).argmax(-1)).float().mean())
 
 
-def new_handle(ctx, arch: str, channels: list[int]) -> ModelHandle:
+def new_handle(ctx, cfg) -> ModelHandle:
+    """A freshly initialised model from a recipe's teacher/student section."""
     spec = ctx.data.spec
-    module = build_model(arch, channels, spec.input_shape, spec.num_classes).to(ctx.device)
-    return ModelHandle(module=module, spec=spec, arch=arch, channels=list(channels))
+    module = build_model(cfg.arch, cfg.channels, spec.input_shape, spec.num_classes, cfg.dropout).to(ctx.device)
+    return ModelHandle(module=module, spec=spec, arch=cfg.arch, channels=list(cfg.channels or []))
 
 
 def save_weights(handle: ModelHandle, stage_dir: Path) -> None:
@@ -55,3 +56,35 @@ def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
     handle.module.load_state_dict(state)
     return handle
 
+
+
+def make_task(ctx, state, cfg, student_module):
+    """The stage's DistillationTask: the teacher (re-normalizing its inputs when it expects other
+    statistics), feature terms hooked on `student_module`, and teacher logits computed once per run and
+    reused by every stage when the data has no random augmentation."""
+    from edgedistill.distill import DistillationTask
+    from edgedistill.distill.task import renormalizer
+
+    spec, own = ctx.data.spec, ctx.recipe.teacher.normalization
+    teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
+    task = DistillationTask.from_stage(state.teacher.module, cfg, student=student_module,
+                                       example_input=ctx.data.x_train[:2], teacher_input=teacher_input)
+    cache = cfg.cache_teacher if cfg.cache_teacher is not None else not ctx.recipe.data.augment.active
+    if cache and not task.features:
+        if "teacher_logits" not in ctx.cache:
+            task.cache_teacher_logits(ctx.data.x_train)
+            ctx.cache["teacher_logits"] = task.cached_logits
+        task.cached_logits = ctx.cache["teacher_logits"]
+    return task
+
+
+def train(ctx, name: str, model, task, stage_dir: Path, **kw) -> list[dict]:
+    """fit() with what every stage passes the same way: data, batch size, seed, augmentation, device
+    settings, progress and the event log."""
+    from edgedistill.training import fit
+
+    cfg = getattr(ctx.recipe.stages, name)
+    return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / "checkpoint.pt",
+               batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=ctx.recipe.data.augment,
+               training=ctx.recipe.training, progress=ctx.progress,
+               on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)

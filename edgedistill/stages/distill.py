@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from edgedistill.distill import DistillationTask
-from edgedistill.stages.common import agreement, evaluate, load_weights, save_weights
-from edgedistill.training import fit
+from edgedistill.stages.common import agreement, evaluate, load_weights, make_task, save_weights, train
 
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.distill
-    task = DistillationTask.from_stage(state.teacher.module, cfg)
-    history = fit(
-        state.student.module, task, ctx.data, cfg, stage="distill", checkpoint=stage_dir / "checkpoint.pt",
-        batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed,
-        on_epoch=lambda r: ctx.event("epoch", stage="distill", **r),
-    )
+    task = make_task(ctx, state, cfg, state.student.module)
+    history = train(ctx, "distill", state.student.module, task, stage_dir)
+    task.close()
     save_weights(state.student, stage_dir)
     state.records["distill"] = {
         "name": "distill", **evaluate(state.student, ctx), "history": history,
         "agreement_with_teacher": agreement(state.student, state.teacher, ctx),
         "temperature": cfg.temperature, "kd_weight": cfg.kd_weight, "ce_weight": cfg.ce_weight,
+        "features": [f.model_dump() for f in cfg.features], "teacher_logits_cached": task.cached_logits is not None,
     }
     return state
 

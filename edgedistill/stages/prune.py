@@ -4,10 +4,8 @@ channel multiple), then let the teacher heal the student with KD recovery epochs
 from __future__ import annotations
 
 from edgedistill import io
-from edgedistill.distill import DistillationTask
 from edgedistill.pruning import prune_to_macs, reshape_to, widths
-from edgedistill.stages.common import agreement, evaluate
-from edgedistill.training import fit
+from edgedistill.stages.common import agreement, evaluate, make_task, train
 
 USES_TARGET = True  # the channel multiple comes from the target
 
@@ -27,12 +25,9 @@ def run(ctx, state, stage_dir):
         io.save_torch(pruned_file, module.state_dict())
     state.student.channels = widths(state.student.module)[:-1]
     after_prune = evaluate(state.student, ctx)
-    task = DistillationTask.from_stage(state.teacher.module, cfg)
-    history = fit(
-        state.student.module, task, ctx.data, cfg, stage="prune", checkpoint=stage_dir / "checkpoint.pt",
-        batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed,
-        on_epoch=lambda r: ctx.event("epoch", stage="prune", **r),
-    )
+    task = make_task(ctx, state, cfg, state.student.module)
+    history = train(ctx, "prune", state.student.module, task, stage_dir)
+    task.close()
     io.save_torch(stage_dir / "model.pt", state.student.module.state_dict())
     state.records["prune"] = {
         "name": "prune", **evaluate(state.student, ctx), "history": history,

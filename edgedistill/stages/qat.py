@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 from edgedistill import io, quantize
-from edgedistill.distill import DistillationTask
-from edgedistill.training import accuracy, fit, predict
+from edgedistill.stages.common import make_task, train
+from edgedistill.training import accuracy, predict
 
 USES_TARGET = True
 
@@ -18,11 +18,7 @@ def _prepared(state):
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.qat
     prepared = _prepared(state)
-    history = fit(
-        prepared, DistillationTask.from_stage(state.teacher.module, cfg), ctx.data, cfg, stage="qat",
-        checkpoint=stage_dir / "checkpoint.pt", batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed,
-        set_mode=quantize.set_mode, on_epoch=lambda r: ctx.event("epoch", stage="qat", **r),
-    )
+    history = train(ctx, "qat", prepared, make_task(ctx, state, cfg, prepared), stage_dir, set_mode=quantize.set_mode)
     fake_quant_accuracy = accuracy(predict(prepared, ctx.data.x_test, set_mode=quantize.set_mode), ctx.data.y_test)
     io.save_torch(stage_dir / "model.pt", prepared.state_dict())
     state.quantized = quantize.convert(prepared)

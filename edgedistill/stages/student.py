@@ -7,9 +7,9 @@ from edgedistill.stages.common import agreement, evaluate, load_weights, new_han
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.student
-    handle = new_handle(ctx, cfg.arch, cfg.channels)
+    handle = new_handle(ctx, cfg)
     save_weights(handle, stage_dir)
-    record = {"name": "student", "arch": cfg.arch, "channels": list(cfg.channels), **evaluate(handle, ctx)}
+    record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels, **evaluate(handle, ctx)}
     teacher = state.records["teacher"]
     record["params_vs_teacher"] = record["params"] / teacher["params"]
     record["agreement_with_teacher"] = agreement(handle, state.teacher, ctx)
@@ -20,5 +20,5 @@ def run(ctx, state, stage_dir):
 
 def restore(ctx, state, stage_dir):
     cfg = ctx.recipe.student
-    state.student = load_weights(new_handle(ctx, cfg.arch, cfg.channels), stage_dir / "model.pt", "student")
+    state.student = load_weights(new_handle(ctx, cfg), stage_dir / "model.pt", "student")
     return state
