@@ -96,8 +96,11 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         io.write_yaml(out / "recipe.resolved.yaml", recipe.model_dump(mode="json"))
         io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
-        torch.use_deterministic_algorithms(True, warn_only=True)
         ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
+        if ctx.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)  # same recipe and seed, same numbers
+        else:
+            torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
         if not quiet:
             from edgedistill.progress import StageProgress
 

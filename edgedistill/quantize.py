@@ -6,6 +6,7 @@ fused integer kernels (QLinearConv, QGemm) run on x86 and ARM alike, and that Co
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ from edgedistill.models import ModelSpec
 # machine only logs failures.
 if not torch.cuda.is_available():
     os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao registers an enum the old way
 
 MAX_BATCH = 65536
 

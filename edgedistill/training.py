@@ -93,7 +93,8 @@ def fit(
         model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if training.compile else model
     extra = list(task.parameters()) if isinstance(task, nn.Module) else []
-    optimizer = _optimizer([p for p in [*model.parameters(), *extra] if p.requires_grad], cfg)
+    params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
+    optimizer = _optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg))
     history: list[dict] = []
     if checkpoint.exists():
@@ -128,6 +129,8 @@ def fit(
                 losses = task(step_model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
+            if cfg.grad_clip_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
             optimizer.step()
             for k, v in losses.items():  # summed on the device: no host sync per step
                 if k != "output":

@@ -155,3 +155,30 @@ def test_target_from_a_profile_path(tmp_path):
     profile = tmp_path / "my-board.yaml"
     profile.write_text((TARGETS_DIR / "raspberry-pi-5.yaml").read_text().replace("name: raspberry-pi-5", "name: my-board"))
     assert load_target(profile).name == "my-board" and load_target(profile).threads == 4
+
+
+def test_cifar_resnets_with_feature_terms_end_to_end(tmp_path):
+    """The zoo's residual networks through every stage: hooks, residual-coupled pruning, PT2E QAT, int8 export."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(160) % 4
+    x = (rng.integers(0, 60, (160, 16, 16, 3)) + y[:, None, None, None] * 50).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
+    out = tmp_path / "run"
+    result = cli("compress", "--recipe", "cifar10-resnet", "--target", "pixel-8", "--out", out, "--quiet",
+                 "--set", f"data.path={tmp_path / 'd.npz'}", "--set", "data.labels=null", "--set", "data.batch_size=32",
+                 "--set", "teacher.arch=resnet14", "--set", "student.arch=resnet8",
+                 "--set", "stages.teacher.epochs=2", "--set", "stages.distill.epochs=2", "--set", "stages.prune.epochs=1",
+                 "--set", "stages.qat.epochs=1", "--set", "stages.distill.features=[{student: layer3, teacher: layer3},"
+                 " {student: layer2, teacher: layer2, kind: attention, weight: 100}]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    distill = next(s for s in report["stages"] if s["name"] == "distill")
+    assert {"fitnet_layer3", "attention_layer2", "kd_loss"} <= set(distill["history"][0])
+    assert not distill["teacher_logits_cached"]  # augmented data: the teacher sees each crop live
+    prune = next(s for s in report["stages"] if s["name"] == "prune")
+    assert prune["macs"] <= 0.5 * prune["macs_before"]
+    int8 = next(a for a in report["artifacts"] if a["kind"] == "onnx-int8")
+    assert "QLinearConv" in int8["integer_kernels"]
+    assert {a["kind"] for a in report["artifacts"]} == {"onnx-fp32", "onnx-int8", "ort", "coreml"}

@@ -29,7 +29,7 @@ def test_npz_nhwc_uint8(tmp_path):
 
 @pytest.mark.parametrize("arrays, message", [
     (dict(x_train=np.zeros((4, 8, 8), np.uint8)), "has no array 'y_train'"),
-    (dict(x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(3)), "differ in count"),
+    (dict(x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(3)), "must match in count"),
     (dict(x_train=np.full((4, 8, 8), 3.0), y_train=np.zeros(4)), "must lie in \\[0, 1\\]"),
 ])
 def test_npz_errors_name_the_problem(tmp_path, arrays, message):

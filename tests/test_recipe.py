@@ -78,3 +78,21 @@ def test_fingerprint_tracks_stage_config():
     a, b = load_recipe("digits"), load_recipe("digits", ["stages.distill.epochs=2"])
     assert a.stage_fingerprint("teacher") == b.stage_fingerprint("teacher")
     assert a.stage_fingerprint("distill") != b.stage_fingerprint("distill")
+
+
+def test_builtin_paper_recipes_validate_with_a_data_path(tmp_path):
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.zeros(4, np.int64))
+    mnist = load_recipe("mnist-hinton", [f"data.path={data}"])
+    assert (mnist.teacher.channels, mnist.student.channels, mnist.stages.distill.temperature) == ([1200, 1200], [800, 800], 20.0)
+    assert mnist.stages.teacher.augment.crop_padding == 2 and mnist.stages.distill.augment is None
+    cifar = load_recipe("cifar10-resnet", [f"data.path={data}"])
+    assert (cifar.teacher.arch, cifar.student.arch) == ("resnet56", "resnet20") and cifar.data.augment.flip
+    with pytest.raises(UserError, match=r"student: unknown arch 'resnet21'; did you mean 'resnet\d+'\?"):
+        load_recipe("cifar10-resnet", [f"data.path={data}", "student.arch=resnet21"])
+    with pytest.raises(UserError, match="has fixed widths; remove channels"):
+        load_recipe("cifar10-resnet", [f"data.path={data}", "student.channels=[8]"])
+    with pytest.raises(UserError, match="feature terms are not supported in QAT"):
+        load_recipe("digits", ["stages.qat.features=[{student: a, teacher: b}]"])

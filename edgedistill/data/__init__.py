@@ -30,23 +30,8 @@ class DataBundle:
         )
 
 
-def _as_nchw01(x: np.ndarray, field: str) -> np.ndarray:
-    """Images as float32 in [0, 1], channels first. Accepts (N,H,W), (N,H,W,C) with C in 1/3/4, (N,C,H,W)."""
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        x = x.transpose(0, 3, 1, 2)
-    elif x.ndim != 4:
-        raise UserError(f"{field}: expected images shaped (N,H,W), (N,H,W,C) or (N,C,H,W), got {x.shape}")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
-    x = x.astype(np.float32)
-    if x.min() < 0 or x.max() > 1:
-        raise UserError(f"{field}: float images must lie in [0, 1] (got {x.min():.3g}..{x.max():.3g}); pass uint8 pixels")
-    return x
-
-
-def _load_arrays(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _load_arrays(cfg: DataConfig, seed: int):
+    """(x_train, y_train, x_test, y_test, class names): images as float32 NCHW in [0, 1]."""
     from sklearn.model_selection import train_test_split
 
     if cfg.dataset == "digits":
@@ -57,28 +42,27 @@ def _load_arrays(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np
         x_tr, x_te, y_tr, y_te = train_test_split(
             x, d.target, test_size=cfg.test_fraction, random_state=seed, stratify=d.target
         )
-        return x_tr, y_tr, x_te, y_te
+        return x_tr, y_tr, x_te, y_te, None
+    from edgedistill.data.sources import read_image_folder, read_npz
+
+    arrays = read_npz(cfg.path) if cfg.dataset == "npz" else read_image_folder(cfg.path)
+
+    def nchw(x: np.ndarray) -> np.ndarray:
+        return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+    if arrays.x_test is not None:
+        return nchw(arrays.x_train), arrays.y_train, nchw(arrays.x_test), arrays.y_test, arrays.class_names
     try:
-        with np.load(cfg.path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise UserError(f"data.path: {cfg.path} is not a readable npz file ({e})") from None
-    for key in ("x_train", "y_train"):
-        if key not in arrays:
-            raise UserError(f"data.path: {cfg.path} has no array '{key}' (has: {', '.join(arrays)})")
-    x, y = _as_nchw01(arrays["x_train"], "data.path x_train"), arrays["y_train"]
-    if len(x) != len(y):
-        raise UserError(f"data.path: x_train has {len(x)} images but y_train {len(y)} labels; they differ in count")
-    if "x_test" in arrays and "y_test" in arrays:
-        return x, y, _as_nchw01(arrays["x_test"], "data.path x_test"), arrays["y_test"]
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y)
-    return x_tr, y_tr, x_te, y_te
+        x_tr, x_te, y_tr, y_te = train_test_split(arrays.x_train, arrays.y_train, test_size=cfg.test_fraction,
+                                                  random_state=seed, stratify=arrays.y_train)
+    except ValueError as e:
+        raise UserError(f"data.test_fraction: cannot split {len(arrays.y_train)} examples ({e}); "
+                        "give a test split or more examples per class") from None
+    return nchw(x_tr), y_tr, nchw(x_te), y_te, arrays.class_names
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataBundle:
-    x_tr, y_tr, x_te, y_te = _load_arrays(cfg, seed)
-    if len(x_te) != len(y_te):
-        raise UserError(f"data.path: x_test has {len(x_te)} images but y_test {len(y_te)} labels; they differ in count")
+    x_tr, y_tr, x_te, y_te, names = _load_arrays(cfg, seed)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
@@ -95,7 +79,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
     else:
         mean = x_tr.mean(axis=(0, 2, 3))
         std = x_tr.std(axis=(0, 2, 3)) + 1e-6
-    labels = cfg.labels or [str(i) for i in range(num_classes)]
+    labels = cfg.labels or (names if names and len(names) == num_classes else [str(i) for i in range(num_classes)])
     if len(labels) != num_classes:
         raise UserError(f"data.labels: {len(labels)} labels given but the data has {num_classes} classes")
     spec = ModelSpec(

@@ -4,6 +4,7 @@ labels, metadata, the profile's deployment target. Converting works on Linux; pr
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
     """Convert and save atomically. `precision` is "fp16" or "w8a8" (a PT2E int8 graph, kept as quantize/
     dequantize ops that the Neural Engine runs in int8)."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
     import coremltools as ct
 
     module = module.cpu()

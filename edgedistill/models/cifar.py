@@ -59,17 +59,20 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=False)
+        # Two ReLU modules, not one called twice: int8 quantizers group nodes by the module that made
+        # them, and a shared module would fuse the two activations into one pattern.
+        self.relu1 = nn.ReLU(inplace=False)
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=False)
         self.downsample = downsample
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return self.relu2(out + identity)
 
 
 class ResNet(nn.Module):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from edgedistill import io
 from edgedistill.errors import UserError
 from edgedistill.models import ModelHandle, build_model
@@ -66,16 +68,22 @@ def make_task(ctx, state, cfg, student_module):
     from edgedistill.distill.task import renormalizer
 
     spec, own = ctx.data.spec, ctx.recipe.teacher.normalization
+    if ctx.device.type == "cuda" and len(spec.input_shape) == 3:
+        state.teacher.module.to(memory_format=torch.channels_last)  # as the student's batches arrive
     teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
     task = DistillationTask.from_stage(state.teacher.module, cfg, student=student_module,
                                        example_input=ctx.data.x_train[:2], teacher_input=teacher_input)
-    cache = cfg.cache_teacher if cfg.cache_teacher is not None else not ctx.recipe.data.augment.active
+    cache = cfg.cache_teacher if cfg.cache_teacher is not None else not stage_augment(ctx, cfg).active
     if cache and not task.features:
         if "teacher_logits" not in ctx.cache:
             task.cache_teacher_logits(ctx.data.x_train)
             ctx.cache["teacher_logits"] = task.cached_logits
         task.cached_logits = ctx.cache["teacher_logits"]
     return task
+
+
+def stage_augment(ctx, cfg):
+    return cfg.augment if cfg.augment is not None else ctx.recipe.data.augment
 
 
 def train(ctx, name: str, model, task, stage_dir: Path, **kw) -> list[dict]:
@@ -85,6 +93,6 @@ def train(ctx, name: str, model, task, stage_dir: Path, **kw) -> list[dict]:
 
     cfg = getattr(ctx.recipe.stages, name)
     return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / "checkpoint.pt",
-               batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=ctx.recipe.data.augment,
+               batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
                on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)

@@ -19,15 +19,20 @@ USES_TARGET = True
 
 
 def _compare(reference: np.ndarray, other: np.ndarray, names: tuple[str, str]) -> dict:
+    max_abs = float(np.abs(reference - other).max())
     return {"from": names[0], "to": names[1],
             "top1_agreement": float((reference.argmax(-1) == other.argmax(-1)).mean()),
-            "max_abs": float(np.abs(reference - other).max())}
+            "max_abs": max_abs, "max_rel": max_abs / max(float(np.abs(reference).max()), 1e-12)}
 
 
-def _check(rung: dict, artifact: str, max_abs: float | None, min_agreement: float | None, field: str) -> None:
+def _check(rung: dict, artifact: str, max_abs: float | None, min_agreement: float | None, field: str,
+           max_rel: float | None = None) -> None:
     if max_abs is not None and rung["max_abs"] > max_abs:
         raise RefusedError(f"parity: {artifact} differs from {rung['from']} by {rung['max_abs']:.3g} "
                            f"(> export.{field}_max_abs {max_abs}); the artifact is not trusted")
+    if max_rel is not None and rung["max_rel"] > max_rel:
+        raise RefusedError(f"parity: {artifact} differs from {rung['from']} by {rung['max_rel']:.1%} of its largest "
+                           f"logit (> export.{field}_max_rel {max_rel}); the artifact is not trusted")
     if min_agreement is not None and rung["top1_agreement"] < min_agreement:
         raise RefusedError(f"parity: {artifact} agrees with {rung['from']} on {rung['top1_agreement']:.1%} of "
                            f"held-out inputs (< export.{field}_min_agreement {min_agreement}); the artifact is not trusted")
@@ -71,17 +76,17 @@ def run(ctx, state, stage_dir):
     if quantized is not None:
         export_onnx(quantized, spec, int8_path, cfg.opset, int8=True)
         reference = predict(quantized, x, set_mode=quantize.set_mode).numpy()
-        ref_name, method, max_abs = "student int8 (torch)", "qat-pt2e", cfg.int8_max_abs
+        ref_name, method, max_rel = "student int8 (torch)", "qat-pt2e", cfg.int8_max_rel
         parity.append(_compare(torch_fp32["student"], reference, ("student fp32 (torch)", ref_name)))
     else:
         import onnx
 
         quantize.ptq_onnx(stage_dir / "student.fp32.onnx", int8_path, ctx.data.x_train[:512].cpu().numpy())
         io.write_bytes(int8_path, fuse_friendly_qdq(onnx.load(str(int8_path))).SerializeToString())
-        reference, ref_name, method, max_abs = torch_fp32["student"], "student fp32 (torch)", "ptq-ort-static", None
+        reference, ref_name, method, max_rel = torch_fp32["student"], "student fp32 (torch)", "ptq-ort-static", None
     int8_logits = onnx_logits(int8_path)
     rung = _compare(reference, int8_logits, (ref_name, "student int8 (onnx)"))
-    _check(rung, rel(int8_path), max_abs, cfg.int8_min_agreement, "int8")
+    _check(rung, rel(int8_path), None, cfg.int8_min_agreement, "int8", max_rel)
     parity.append(rung)
     kernels = sorted(set(ortr.optimized_op_types(int8_path)) & ortr.INTEGER_KERNELS)
     if not kernels:
@@ -96,8 +101,10 @@ def run(ctx, state, stage_dir):
         ort_file, config = ort_mobile.to_ort(source, stage_dir / "ort", target.arch)
         rung = _compare(onnx_logits(source), onnx_logits(ort_file),
                         (f"student {'int8' if int8_target else 'fp32'} (onnx)", "student (ort)"))
-        _check(rung, rel(ort_file), cfg.int8_max_abs if int8_target else cfg.fp32_max_abs, cfg.int8_min_agreement,
-               "int8" if int8_target else "fp32")
+        if int8_target:
+            _check(rung, rel(ort_file), None, cfg.int8_min_agreement, "int8", cfg.int8_max_rel)
+        else:
+            _check(rung, rel(ort_file), cfg.fp32_max_abs, None, "fp32")
         parity.append(rung)
         add("student", "ort", ort_file, precision="int8" if int8_target else "fp32", parity_max_abs=rung["max_abs"],
             required_operators=rel(config), target_platform=target.arch)
