@@ -59,11 +59,17 @@ def compress(
     profile = load_target(target)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; choose a directory path")
-    from edgedistill import pipeline
+    from edgedistill import distributed, pipeline
 
-    state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
-    summary = state.records.get("report", {}).get("summary")
-    typer.echo(summary or f"done: {out}")
+    distributed.init_from_env()
+    main_rank = distributed.is_main()
+    try:
+        state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
+    finally:
+        distributed.shutdown()
+    if main_rank:
+        summary = state.records.get("report", {}).get("summary")
+        typer.echo(summary or f"done: {out}")
 
 
 @app.command()

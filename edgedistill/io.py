@@ -34,7 +34,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _writes() -> bool:
+    """Under torchrun only rank 0 writes; the other ranks compute the same results and discard them."""
+    from edgedistill import distributed
+
+    return distributed.is_main()
+
+
 def write_bytes(path: Path, data: bytes) -> None:
+    if not _writes():
+        return
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -57,6 +66,8 @@ def write_yaml(path: Path, obj: Any) -> None:
 def save_torch(path: Path, obj: Any) -> None:
     import torch
 
+    if not _writes():
+        return
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

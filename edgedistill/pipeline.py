@@ -9,6 +9,7 @@ OUT/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from edgedistill import environment, io
+from edgedistill import distributed, environment, io
 from edgedistill.data import DataBundle, load_data
 from edgedistill.models import ModelHandle
 from edgedistill.recipe import Recipe
@@ -40,12 +41,14 @@ class Context:
     progress: Any = None
 
     def log(self, message: str) -> None:
-        if not self.quiet:
+        if not self.quiet and distributed.is_main():
             from rich.console import Console
 
             Console(stderr=True, highlight=False).print(message)
 
     def event(self, kind: str, **fields: Any) -> None:
+        if not distributed.is_main():
+            return
         line = json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, default=str)
         with open(self.out / "events.jsonl", "a", encoding="utf-8") as f:
             f.write(line + "\n")
@@ -75,7 +78,7 @@ def pick_device(choice: str) -> torch.device:
         raise UserError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device("cuda", torch.cuda.current_device())  # torchrun: set to LOCAL_RANK
 
 
 def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str, uses_target: bool) -> str:
@@ -89,8 +92,9 @@ def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str
 
 def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False, quiet: bool = False) -> State:
     out = Path(out)
-    with io.RunLock(out):
-        if force:
+    lock = io.RunLock(out) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if force and distributed.is_main():
             for child in out.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -107,6 +111,7 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             ctx.progress = StageProgress()
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
         ctx.data = load_data(recipe.data, recipe.seed).to(ctx.device)
+        distributed.barrier()  # rank 0 has locked and cleaned the run directory
         ctx.event("run_start", target=target.name, recipe=recipe.name, device=str(ctx.device))
         state = State()
         fingerprint = ""
@@ -121,13 +126,19 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
                 ctx.log(f"{label}: disabled in the recipe")
                 continue
             done = stage_dir / "done.json"
+            main_only = getattr(stage, "MAIN_ONLY", False)
+            if main_only and not distributed.is_main():
+                continue  # export, bench, report: files only rank 0 writes; the others wait at the end
             if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
                 state.records[name] = json.loads((stage_dir / "result.json").read_text())
                 state = stage.restore(ctx, state, stage_dir)
                 ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
                 ctx.event("stage_skipped", stage=name)
                 continue
-            _prepare_dir(stage_dir, fingerprint)
+            if distributed.is_main():
+                _prepare_dir(stage_dir, fingerprint)
+            if not main_only:
+                distributed.barrier()
             torch.manual_seed(recipe.seed * 1000 + index)
             ctx.log(f"{label}: running")
             ctx.event("stage_start", stage=name)
@@ -140,6 +151,9 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
             acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
             ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
+            if not main_only:
+                distributed.barrier()  # done.json is written before any rank moves on
+        distributed.barrier()
         ctx.event("run_done")
         return state
 

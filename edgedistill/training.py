@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from edgedistill import distributed
 from edgedistill.data.augment import augment as augment_batch
 from edgedistill.errors import RefusedError
 from edgedistill.io import load_torch, save_torch
@@ -91,7 +93,13 @@ def fit(
     channels_last = (training.channels_last if training.channels_last is not None else cuda) and image_batches
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if training.compile else model
+    world, rank = distributed.world_size(), distributed.rank()
+    step_model = model
+    if world > 1:  # gradients averaged across ranks; the wrapped module keeps its forward hooks
+        # A conv with one input channel has ambiguous strides; DDP warns about it harmlessly.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    step_model = torch.compile(step_model) if training.compile else step_model
     extra = list(task.parameters()) if isinstance(task, nn.Module) else []
     params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
     optimizer = _optimizer(params, cfg)
@@ -106,19 +114,21 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         history = list(state["history"])
-    n = len(data.x_train)
-    steps = math.ceil(n / batch_size)
+    # Each rank takes an equal share of every epoch's permutation (DDP needs the same number of steps on
+    # every rank): the last n % world examples of a permutation sit that epoch out.
+    n = len(data.x_train) // world * world
+    steps = math.ceil(n // world / batch_size)
     if progress:
         progress.start(stage, total=cfg.epochs * steps, done=len(history) * steps)
     for epoch in range(len(history), cfg.epochs):
         set_mode(model, True)
         generator = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=generator, device=device)
+        order = torch.randperm(len(data.x_train), generator=generator, device=device)[:n][rank::world]
         sums: dict[str, torch.Tensor] = {}
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        for i in range(0, n, batch_size):
+        for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
             if augment is not None and augment.active:
@@ -129,6 +139,7 @@ def fit(
                 losses = task(step_model, x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
+            distributed.average_gradients(extra)
             if cfg.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
             optimizer.step()
@@ -140,7 +151,7 @@ def fit(
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        record = {k: float(v) / n for k, v in sums.items()}
+        record = {k: float(distributed.sum_over_ranks(v)) / n for k, v in sums.items()}
         if not math.isfinite(record["loss"]):
             raise RefusedError(
                 f"stage {stage}: loss became {record['loss']} in epoch {epoch + 1}; stopped, the last good "
@@ -148,7 +159,7 @@ def fit(
             )
         scheduler.step()
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
-                      samples_per_s=n / max(seconds, 1e-9),
+                      samples_per_s=n / max(seconds, 1e-9), world_size=world,
                       test_accuracy=accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test))
         history.append(record)
         save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),

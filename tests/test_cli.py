@@ -182,3 +182,21 @@ def test_cifar_resnets_with_feature_terms_end_to_end(tmp_path):
     int8 = next(a for a in report["artifacts"] if a["kind"] == "onnx-int8")
     assert "QLinearConv" in int8["integer_kernels"]
     assert {a["kind"] for a in report["artifacts"]} == {"onnx-fp32", "onnx-int8", "ort", "coreml"}
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    """Data-parallel training with torchrun on CPU (gloo): metrics summed over ranks, rank 0 alone writes."""
+    out = tmp_path / "ddp"
+    args = ["--nproc_per_node", "2", "-m", "edgedistill", "compress", "--target", "x86-avx2", "--out", out, "--quiet",
+            "--set", "stages.teacher.epochs=2", "--set", "stages.distill.epochs=2", "--set", "stages.prune.epochs=1",
+            "--set", "stages.qat.enabled=false", "--set", "stages.export.formats=[onnx]"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", *map(str, args)], capture_output=True,
+                            text=True, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("smaller than the teacher") == 1  # one summary: rank 0's
+    report = json.loads((out / "report.json").read_text())
+    assert report["environment"]["world_size"] == 2
+    distill = next(s for s in report["stages"] if s["name"] == "distill")
+    assert all(h["world_size"] == 2 for h in distill["history"]) and distill["accuracy"] > 0.5
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "run_start" for e in events) == 1  # rank 1 wrote nothing

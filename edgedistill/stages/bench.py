@@ -9,6 +9,7 @@ from __future__ import annotations
 from edgedistill.runtimes import onnxruntime as ortr
 
 USES_TARGET = True
+MAIN_ONLY = True  # under torchrun, rank 0 alone
 RUNNABLE_KINDS = ("onnx-fp32", "onnx-int8", "ort")
 
 

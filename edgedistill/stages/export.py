@@ -16,6 +16,7 @@ from edgedistill.targets import CoreMLSettings
 from edgedistill.training import predict
 
 USES_TARGET = True
+MAIN_ONLY = True  # under torchrun, rank 0 alone
 
 
 def _compare(reference: np.ndarray, other: np.ndarray, names: tuple[str, str]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgedistill import report
 
 USES_TARGET = True
+MAIN_ONLY = True  # under torchrun, rank 0 alone
 
 
 def run(ctx, state, stage_dir):
