@@ -113,6 +113,9 @@ class KDStage(TrainStage):
     features: list[FeatureMatch] = Field(default_factory=list)
     cache_teacher: bool | None = Field(
         None, description="compute teacher logits once and reuse them; None: when the data has no augmentation")
+    cache_topk: int | None = Field(
+        None, ge=1, description="keep only the teacher's k largest logits per example in the cache (sparse "
+                                "soft targets); the probability mass they hold is reported")
 
 
 class TeacherStage(TrainStage):
@@ -120,7 +123,10 @@ class TeacherStage(TrainStage):
 
 
 class DistillStage(KDStage):
-    pass
+    generations: int = Field(
+        1, ge=1, description="born-again networks (Furlanello et al. 2018): generation g+1 is a fresh student "
+                             "distilled from generation g; use with student.arch = teacher.arch")
+    ensemble_generations: bool = Field(False, description="also report the accuracy of all generations averaged")
 
 
 class PruneStage(KDStage):

@@ -44,3 +44,17 @@ def test_distillation_task_weights_terms():
     assert torch.allclose(out["kd_loss"], kd_loss(student(x), teacher(x), 2.0))
     out["loss"].backward()
     assert student.weight.grad is not None and teacher.weight.grad is None
+
+
+def test_kd_loss_with_sparse_teacher_logits_renormalizes_over_topk():
+    s = torch.randn(4, 6, requires_grad=True)
+    t = torch.randn(4, 6)
+    values, idx = t.topk(2, dim=1)
+    sparse = torch.full_like(t, float("-inf")).scatter(1, idx, values)
+    loss = kd_loss(s, sparse, 2.0)
+    p_t = torch.softmax(values / 2.0, -1)  # the teacher's top-2, renormalized
+    log_p_s = torch.log_softmax(s / 2.0, -1).gather(1, idx)
+    expected = (p_t * (p_t.log() - log_p_s)).sum(-1).mean() * 4.0
+    assert torch.allclose(loss, expected, atol=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()

@@ -48,3 +48,16 @@ def test_changed_stage_config_reruns_that_stage_and_later_ones(tmp_path):
     assert second["01-teacher"] == first["01-teacher"] and second["02-student"] == first["02-student"]
     assert second["03-distill"] != first["03-distill"]
     assert json.loads((tmp_path / "03-distill" / "result.json").read_text())["temperature"] == 2.0
+
+
+def test_born_again_generations_and_topk_cache(tmp_path):
+    over = ["stages.teacher.epochs=3", "stages.distill.epochs=2", "stages.distill.generations=3",
+            "stages.distill.ensemble_generations=true", "stages.distill.cache_topk=3", "student.channels=[32, 64, 128]",
+            *ONLY_MODELS[1:]]
+    state = pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path, quiet=True)
+    record = state.records["distill"]
+    assert [g["generation"] for g in record["generations"]] == [1, 2, 3]
+    assert 0 <= record["ensemble_accuracy"] <= 1 and record["accuracy"] == record["generations"][-1]["accuracy"]
+    assert record["teacher_logits_cached"] and record["topk"] == 3 and 0.3 < record["topk_mass"] <= 1.0
+    assert sorted(p.name for p in (tmp_path / "03-distill").glob("generation*.pt")) == [
+        "generation0.pt", "generation1.pt", "generation2.pt"]

@@ -14,4 +14,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     t = float(temperature)
     log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * (t * t)
+    # Sparse (top-k) teacher logits are -inf elsewhere: p_teacher is 0 there and contributes nothing.
+    terms = torch.exp(log_p_teacher) * (log_p_teacher - log_p_student)
+    terms = torch.where(torch.isinf(log_p_teacher), torch.zeros_like(terms), terms)
+    return terms.sum(-1).mean() * (t * t)

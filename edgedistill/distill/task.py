@@ -81,12 +81,22 @@ class DistillationTask(nn.Module):
                 self.projections[self._key(f)] = projection(s_out[f.student], t_out[f.teacher]).to(example.device)
 
     @torch.no_grad()
-    def cache_teacher_logits(self, x_train: torch.Tensor, batch_size: int = 1024) -> None:
+    def cache_teacher_logits(self, x_train: torch.Tensor, batch_size: int = 1024, topk: int | None = None) -> dict:
+        """One teacher pass over the training set. With `topk`, only the k largest logits per example are kept;
+        the others become -inf, so the soft targets renormalize over the top k. Returns the cache's fidelity:
+        the teacher probability mass (at this temperature) that the kept logits hold, averaged over examples."""
         if self.features:
-            return  # feature terms need the teacher's live activations anyway
+            return {}  # feature terms need the teacher's live activations anyway
         chunks = [self.teacher(self.teacher_input(x_train[i : i + batch_size])).float()
                   for i in range(0, len(x_train), batch_size)]
-        self.cached_logits = torch.cat(chunks)
+        logits = torch.cat(chunks)
+        if topk is None or topk >= logits.shape[1]:
+            self.cached_logits = logits
+            return {"topk": None, "topk_mass": 1.0}
+        values, indices = logits.topk(topk, dim=1)
+        mass = torch.softmax(logits / self.temperature, dim=1).gather(1, indices).sum(1).mean()
+        self.cached_logits = torch.full_like(logits, float("-inf")).scatter_(1, indices, values)
+        return {"topk": topk, "topk_mass": float(mass)}
 
     def forward(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None):
         if self.cached_logits is not None and idx is not None:

@@ -60,7 +60,7 @@ def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
 
 
 
-def make_task(ctx, state, cfg, student_module):
+def make_task(ctx, state, cfg, student_module, teacher=None):
     """The stage's DistillationTask: the teacher (re-normalizing its inputs when it expects other
     statistics), feature terms hooked on `student_module`, and teacher logits computed once per run and
     reused by every stage when the data has no random augmentation."""
@@ -68,17 +68,20 @@ def make_task(ctx, state, cfg, student_module):
     from edgedistill.distill.task import renormalizer
 
     spec, own = ctx.data.spec, ctx.recipe.teacher.normalization
+    teacher = teacher if teacher is not None else state.teacher.module
     if ctx.device.type == "cuda" and len(spec.input_shape) == 3:
-        state.teacher.module.to(memory_format=torch.channels_last)  # as the student's batches arrive
+        teacher.to(memory_format=torch.channels_last)  # as the student's batches arrive
     teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
-    task = DistillationTask.from_stage(state.teacher.module, cfg, student=student_module,
+    task = DistillationTask.from_stage(teacher, cfg, student=student_module,
                                        example_input=ctx.data.x_train[:2], teacher_input=teacher_input)
+    task.cache_info = {}
     cache = cfg.cache_teacher if cfg.cache_teacher is not None else not stage_augment(ctx, cfg).active
     if cache and not task.features:
-        if "teacher_logits" not in ctx.cache:
-            task.cache_teacher_logits(ctx.data.x_train)
-            ctx.cache["teacher_logits"] = task.cached_logits
-        task.cached_logits = ctx.cache["teacher_logits"]
+        key = ("teacher_logits", id(teacher), cfg.cache_topk, cfg.temperature)
+        if key not in ctx.cache:
+            info = task.cache_teacher_logits(ctx.data.x_train, topk=cfg.cache_topk)
+            ctx.cache[key] = (task.cached_logits, info)
+        task.cached_logits, task.cache_info = ctx.cache[key]
     return task
 
 
@@ -86,13 +89,13 @@ def stage_augment(ctx, cfg):
     return cfg.augment if cfg.augment is not None else ctx.recipe.data.augment
 
 
-def train(ctx, name: str, model, task, stage_dir: Path, **kw) -> list[dict]:
+def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "checkpoint.pt", **kw) -> list[dict]:
     """fit() with what every stage passes the same way: data, batch size, seed, augmentation, device
     settings, progress and the event log."""
     from edgedistill.training import fit
 
     cfg = getattr(ctx.recipe.stages, name)
-    return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / "checkpoint.pt",
+    return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
                batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
                on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)
