@@ -12,27 +12,45 @@ from edgedistill.errors import UserError
 from edgedistill.models import ModelSpec, count_macs_params
 
 
-def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, p: int, round_to: int,
-                ignore: list[str]) -> nn.Module:
+def _importance(kind: str):
+    import torch_pruning as tp
+
+    if kind == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    if kind == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
+
+
+def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: str, round_to: int,
+                ignore: list[str], global_pruning: bool, calibration) -> nn.Module:
     import torch_pruning as tp
 
     m = copy.deepcopy(model)
     modules = dict(m.named_modules())
     device = next(m.parameters()).device
+    if importance == "taylor":  # first-order Taylor: |weight * gradient| of the loss on a calibration batch
+        x, y = calibration
+        m.zero_grad(set_to_none=True)
+        m.eval()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
     pruner = tp.pruner.MetaPruner(
-        m, example_inputs=spec.example_input().to(device), importance=tp.importance.GroupMagnitudeImportance(p=p),
+        m, example_inputs=spec.example_input().to(device), importance=_importance(importance),
         pruning_ratio=ratio, ignored_layers=[modules[n] for n in ignore], round_to=round_to if round_to > 1 else None,
-        global_pruning=True,  # one threshold across layers: lands closer to the budget than a uniform ratio
+        global_pruning=global_pruning,  # one threshold across layers lands closer to a budget than a uniform ratio
     )
     pruner.step()
+    m.zero_grad(set_to_none=True)
     return m
 
 
-def prune_to_macs(model: nn.Module, spec: ModelSpec, keep_ratio: float, *, importance: str = "l2",
-                  round_to: int = 1, ignore: list[str] = (), grid: float = 0.05, iters: int = 8) -> tuple[nn.Module, float]:
-    """The least-pruned copy of `model` whose MACs are at most keep_ratio of the original.
+def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = None,
+                    max_params: float | None = None, importance: str = "l2", round_to: int = 1,
+                    ignore: list[str] = (), global_pruning: bool = True, calibration=None,
+                    grid: float = 0.05, iters: int = 8) -> tuple[nn.Module, float]:
+    """The least-pruned copy of `model` with at most `max_macs` MACs and `max_params` parameters.
 
-    torch-pruning takes a channel ratio, not a MACs budget, and MACs are not monotone in that ratio (a layer
+    torch-pruning takes a channel ratio, not a budget, and MACs are not monotone in that ratio (a layer
     that would keep 0 channels is silently left at full width), so a plain bisection can go wrong: scan the
     ratio upward on a grid to the first feasible point, then bisect inside that last interval.
     Returns (pruned copy, channel ratio used); the input model is untouched."""
@@ -41,34 +59,51 @@ def prune_to_macs(model: nn.Module, spec: ModelSpec, keep_ratio: float, *, impor
     if unknown:
         raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
                         f"{', '.join(n for n in list(modules)[1:6])}")
+    if importance == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError("stages.prune.importance: bn_scale needs BatchNorm layers, this model has none; use l2 or taylor")
+    if importance == "taylor" and calibration is None:
+        raise ValueError("taylor importance needs a calibration batch")
     # The classifier's outputs are the classes: never prune them.
     classifier = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    kw = dict(p=1 if importance == "l1" else 2, round_to=round_to, ignore=[classifier, *ignore])
-    budget = keep_ratio * count_macs_params(model, spec)[0]
+    kw = dict(importance=importance, round_to=round_to, ignore=[classifier, *ignore], global_pruning=global_pruning,
+              calibration=calibration)
     was_training = model.training
-    if keep_ratio >= 1:
+
+    def fits(m: nn.Module) -> bool:
+        macs, params = count_macs_params(m, spec)
+        return (max_macs is None or macs <= max_macs) and (max_params is None or params <= max_params)
+
+    if fits(model):
         return copy.deepcopy(model), 0.0
     lo, best, hi = 0.0, None, None
     for step in range(1, int(0.95 / grid) + 1):
         ratio = step * grid
         candidate = _prune_copy(model, spec, ratio, **kw)
-        if count_macs_params(candidate, spec)[0] <= budget:
+        if fits(candidate):
             best, hi = candidate, ratio
             break
         lo = ratio
     if best is None:
-        raise UserError(f"stages.prune.macs_ratio: {keep_ratio} cannot be reached with channels rounded to "
-                        f"{round_to}; raise macs_ratio or lower stages.prune.round_to")
+        wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
+        raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached with channels rounded to "
+                        f"{round_to} and these layers kept; relax the budget or lower stages.prune.round_to")
     for _ in range(iters):  # lo is infeasible (or 0), hi feasible
         mid = (lo + hi) / 2
         candidate = _prune_copy(model, spec, mid, **kw)
-        if count_macs_params(candidate, spec)[0] <= budget:
+        if fits(candidate):
             best, hi = candidate, mid
         else:
             lo = mid
     model.train(was_training)
     best.train(was_training)  # building a pruner leaves the model in eval mode
     return best, hi
+
+
+def prune_to_macs(model: nn.Module, spec: ModelSpec, keep_ratio: float, **kw) -> tuple[nn.Module, float]:
+    """prune_to_budget with a MACs budget relative to the model's own MACs."""
+    if keep_ratio >= 1:
+        return copy.deepcopy(model), 0.0
+    return prune_to_budget(model, spec, max_macs=keep_ratio * count_macs_params(model, spec)[0], **kw)
 
 
 def widths(model: nn.Module) -> list[int]:

@@ -130,13 +130,29 @@ class DistillStage(KDStage):
 
 
 class PruneStage(KDStage):
-    """Removes whole channels/neurons to a MACs budget, then recovers for `epochs` under the teacher."""
+    """Removes whole channels/neurons until the budgets hold, in `steps` steps with KD recovery between them
+    (`step_epochs`) and after the last (`epochs`); each step is measured (MACs, params, accuracy, latency)."""
 
-    macs_ratio: float = Field(0.5, gt=0, le=1, description="keep at most this share of the student's MACs")
-    importance: Literal["l2", "l1"] = "l2"
+    macs_ratio: float | None = Field(0.5, gt=0, le=1, description="keep at most this share of the student's MACs")
+    params_ratio: float | None = Field(None, gt=0, le=1, description="keep at most this share of its parameters")
+    latency_ms: float | None = Field(None, gt=0, description="batch-1 p50 of the fp32 ONNX on the target, in ms "
+                                                            "(measured on this machine: host targets only)")
+    importance: Literal["l2", "l1", "taylor", "bn_scale"] = "l2"
+    scope: Literal["global", "per_layer"] = Field("global", description="one threshold across layers, or one ratio per layer")
+    steps: int = Field(1, ge=1, description="MACs/params budgets: reached in this many geometric steps")
+    step_epochs: int = Field(1, ge=0, description="KD recovery epochs after each step but the last")
+    latency_step: float = Field(0.8, gt=0, lt=1, description="latency budget: each step keeps this share of the MACs")
+    max_steps: int = Field(10, ge=1, description="latency budget: give up after this many steps")
+    measure_latency: bool = Field(True, description="time an exported copy after every step (the evidence)")
     round_to: int | None = Field(None, ge=1, description="None: the target's channel multiple")
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
     lr: float = Field(0.01, gt=0)
+
+    @model_validator(mode="after")
+    def _a_budget(self) -> "PruneStage":
+        if self.macs_ratio is None and self.params_ratio is None and self.latency_ms is None:
+            raise ValueError("give at least one budget: macs_ratio, params_ratio or latency_ms")
+        return self
 
 
 class QatStage(KDStage):

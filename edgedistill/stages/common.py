@@ -89,12 +89,13 @@ def stage_augment(ctx, cfg):
     return cfg.augment if cfg.augment is not None else ctx.recipe.data.augment
 
 
-def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "checkpoint.pt", **kw) -> list[dict]:
+def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "checkpoint.pt", cfg=None,
+          **kw) -> list[dict]:
     """fit() with what every stage passes the same way: data, batch size, seed, augmentation, device
     settings, progress and the event log."""
     from edgedistill.training import fit
 
-    cfg = getattr(ctx.recipe.stages, name)
+    cfg = cfg or getattr(ctx.recipe.stages, name)
     return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
                batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
