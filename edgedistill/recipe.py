@@ -71,6 +71,11 @@ class ModelConfig(Strict):
         return self
 
 
+class StudentConfig(ModelConfig):
+    from_teacher: bool = Field(False, description="start from the teacher's weights (same arch): prune and "
+                                                  "quantize the teacher itself, the original still supervising")
+
+
 class TeacherConfig(ModelConfig):
     checkpoint: Path | None = Field(None, description="state_dict to load; None: train the teacher")
     normalization: Normalization | None = Field(
@@ -217,8 +222,14 @@ class Recipe(Strict):
     training: Training = Training()
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
-    student: ModelConfig
+    student: StudentConfig
     stages: Stages = Stages()
+
+    @model_validator(mode="after")
+    def _from_teacher_same_arch(self) -> "Recipe":
+        if self.student.from_teacher and (self.student.arch, self.student.channels) != (self.teacher.arch, self.teacher.channels):
+            raise ValueError("student.from_teacher needs student.arch and channels equal to the teacher's")
+        return self
 
     def stage_fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output: data, models, seed and its config."""

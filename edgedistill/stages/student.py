@@ -1,4 +1,5 @@
-"""student: build the smaller model of the same task (widths/depth from the recipe), freshly initialised."""
+"""student: build the smaller model of the same task (widths/depth from the recipe), freshly initialised,
+or a copy of the teacher (`student.from_teacher`) to prune and quantize the teacher itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from edgedistill.stages.common import agreement, evaluate, load_weights, new_han
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.student
     handle = new_handle(ctx, cfg)
+    if cfg.from_teacher:
+        handle.module.load_state_dict(state.teacher.module.state_dict())
     save_weights(handle, stage_dir)
     record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels, **evaluate(handle, ctx)}
     teacher = state.records["teacher"]
