@@ -61,3 +61,13 @@ def test_born_again_generations_and_topk_cache(tmp_path):
     assert record["teacher_logits_cached"] and record["topk"] == 3 and 0.3 < record["topk_mass"] <= 1.0
     assert sorted(p.name for p in (tmp_path / "03-distill").glob("generation*.pt")) == [
         "generation0.pt", "generation1.pt", "generation2.pt"]
+
+
+def test_student_from_teacher_copies_its_weights(tmp_path):
+    over = ["stages.teacher.epochs=1", "student.from_teacher=true", "student.channels=[32, 64, 128]", *ONLY_MODELS]
+    state = pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path, quiet=True)
+    assert state.records["student"]["accuracy"] == state.records["teacher"]["accuracy"]
+    for a, b in zip(state.student.module.state_dict().values(), state.teacher.module.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="student.from_teacher needs student.arch and channels equal"):
+        load_recipe("digits", ["student.from_teacher=true"])
