@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,7 +29,6 @@ class ModelHandle:
     spec: ModelSpec
     arch: str
     channels: list[int]
-    meta: dict = field(default_factory=dict)
 
     def size(self) -> dict:
         macs, params = count_macs_params(self.module, self.spec)
