@@ -7,11 +7,20 @@ import re
 
 import pytest
 
-from edgedistill.report.render import render_html, render_markdown
+from edgedistill.report.render import per_class_table, render_html, render_markdown
 
 
 def _latency(p50: float, p90: float, kind: str | None = "measured-host") -> dict:
     return {"p50": p50, "p90": p90, "p99": p90 * 1.2, "kind": kind, "threads": 2, "batch": 1}
+
+
+def _confusion(errors: dict[tuple[int, int], int], n: int = 10, per_class: int = 36) -> list[list[int]]:
+    """n classes of per_class examples each; errors maps (true, predicted) to a count."""
+    m = [[per_class if i == j else 0 for j in range(n)] for i in range(n)]
+    for (i, j), count in errors.items():
+        m[i][j] += count
+        m[i][i] -= count
+    return m
 
 
 @pytest.fixture
@@ -34,17 +43,21 @@ def report() -> dict:
         ],
         "artifacts": [
             {"role": "teacher", "kind": "onnx-fp32", "path": "export/teacher.fp32.onnx", "size_bytes": 380000,
-             "accuracy": 0.9833, "latency_ms": _latency(0.21, 0.25)},
+             "accuracy": 0.9833, "latency_ms": _latency(0.21, 0.25),
+             "confusion": _confusion({(8, 1): 2, (9, 3): 1, (9, 5): 1, (4, 9): 1, (2, 1): 1})},
             {"role": "student", "kind": "onnx-int8", "path": "export/student.int8.onnx", "size_bytes": 14000,
-             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1)},
+             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1),
+             "confusion": _confusion({(8, 1): 3, (9, 3): 1, (9, 5): 1, (4, 9): 1, (2, 1): 1, (7, 2): 1})},
             {"role": "student", "kind": "ort", "path": "export/ort/student.int8.ort", "size_bytes": 16000,
-             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1, "estimated")},
+             "accuracy": 0.9778, "latency_ms": _latency(0.09, 0.1, "estimated"),
+             "confusion": _confusion({(8, 1): 3, (9, 3): 1, (9, 5): 1, (4, 9): 1, (2, 1): 1, (7, 2): 1})},
             {"role": "student", "kind": "coreml", "path": "export/student.mlpackage", "size_bytes": 40000,
              "accuracy": None, "latency_ms": None, "latency_note": "runs only on Apple platforms"},
         ],
+        "stage_wall_s": {"teacher": 30.1, "distill": 40.0, "qat": 25.0, "export": 8.5, "bench": 0.4},
         "parity": [{"from": "student int8 (onnx)", "to": "student int8 (ort)", "top1_agreement": 1.0, "max_abs": 0.0}],
         "usage": {"inputs": [{"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
-                  "outputs": [{"name": "logits", "shape": ["batch", 10]}], "labels": [str(i) for i in range(10)],
+                  "outputs": [{"name": "logits", "shape": ["batch", 10]}], "labels": [f"d{i}" for i in range(10)],
                   "mean": [0.3], "std": [0.4], "coreml_input": "image",
                   "coreml_outputs": ["classLabel", "classLabel_probs"]},
         "environment": {"world_size": 1, "device": "cpu", "gpu": None, "cpu": "AMD EPYC", "cpu_count": 2,
@@ -146,3 +159,78 @@ def test_nulls_and_malformed_values_do_not_crash(render, report):
     out = render(report)
     assert "n/a" in out
     assert "0.200 / n/a ms" in out
+
+
+# ---------------------------------------------------------------- per-class accuracy, confusion matrices, stage times
+
+def test_per_class_table_compares_teacher_with_the_headline_artifact(report):
+    rows = _section(render_markdown(report), "Per-class accuracy")
+    assert rows[1] == ("| class | examples | teacher onnx-fp32 (%) | student onnx-int8 (%) | vs teacher (points) "
+                       "| student mostly mistakes it for |")
+    assert "| d8 | 36 | 94.4 | 91.7 | -2.8 | d1 (3 of 36) |" in rows
+    assert "| d0 | 36 | 100.0 | 100.0 | +0.0 | none |" in rows
+    assert sum(line.startswith("| d") for line in rows) == 10
+    assert "- Student: export/student.int8.onnx, the artifact the headline ships." in rows
+    assert "- Held-out set: 360 examples; accuracy per true class (its recall)." in rows
+
+
+def test_html_has_confusion_plot_in_the_per_class_section(report):
+    page = render_html(report)
+    section = page.split("<h2>Per-class accuracy</h2>", 1)[1].split("<h2>", 1)[0]
+    assert section.count("<svg") == 1 and section.count("<table>") == 1
+    assert "student onnx-int8 (headline): 97.8% of 360" in section  # svg.fonttype none: text stays text
+    assert "teacher onnx-fp32: 98.3% of 360" in section
+    assert ">d9<" in section  # class labels from usage.labels on the axes
+    assert page.index("Per-class accuracy") < page.index("<h2>Plots</h2>")
+
+
+def test_core_ml_headline_falls_back_to_the_int8_onnx(report):
+    report["headline"]["artifact"] = "export/student.mlpackage"
+    md = render_markdown(report)
+    assert "| student onnx-int8 (%) |" in md
+    assert ("- Student: export/student.int8.onnx, the headline's export/student.mlpackage is not run on this "
+            "machine.") in md
+    assert "student onnx-int8: 97.8% of 360" in render_html(report)  # no "(headline)": it is the ONNX twin
+
+
+def test_without_int8_the_student_fp32_onnx_is_compared(report):
+    report["artifacts"][1:3] = []  # no int8 ONNX, no .ort: only Core ML, which has no confusion matrix
+    report["artifacts"].insert(1, {"role": "student", "kind": "onnx-fp32", "path": "export/student.fp32.onnx",
+                                   "size_bytes": 50000, "accuracy": 0.98, "confusion": _confusion({(8, 1): 1})})
+    report["headline"]["artifact"] = "export/student.mlpackage"
+    assert "| student onnx-fp32 (%) |" in render_markdown(report)
+
+
+@pytest.mark.parametrize("confusion", [None, [], [[1, 2]], [[1, "x"], [0, 1]], "junk", [[1, -1], [0, 1]]])
+def test_reports_without_usable_confusion_matrices_have_no_per_class_section(report, confusion):
+    for a in report["artifacts"]:
+        a.pop("confusion", None)
+        if confusion is not None:
+            a["confusion"] = confusion
+    assert "Per-class accuracy" not in render_markdown(report)
+    assert per_class_table(report) is None  # the HTML section is built from the same table
+
+
+def test_html_without_confusion_matrices_keeps_the_other_plots(report):
+    for a in report["artifacts"]:
+        a.pop("confusion", None)
+    page = render_html(report)
+    assert "Per-class accuracy" not in page
+    assert page.count("<svg") == 2
+
+
+def test_only_the_teacher_matrix_still_renders(report):
+    for a in report["artifacts"][1:]:
+        a.pop("confusion", None)
+    section = _section(render_markdown(report), "Per-class accuracy")
+    assert "| d8 | 36 | 94.4 | n/a | n/a | n/a |" in section
+    assert render_html(report).split("<h2>Per-class accuracy</h2>", 1)[1].split("<h2>", 1)[0].count("<svg") == 1
+
+
+def test_time_per_stage_line(report):
+    md = render_markdown(report)
+    assert ("| time per stage | teacher 30.1 s, distill 40.0 s, qat 25.0 s, export 8.5 s, bench 0.4 s "
+            "(total 104.0 s) |") in md
+    del report["stage_wall_s"]  # a report.json from before the field: the model stages' own wall_s
+    assert "| time per stage | teacher 30.1 s, distill 40.0 s, qat 25.0 s (total 95.1 s, model stages only) |" \
+        in render_markdown(report)

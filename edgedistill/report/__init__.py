@@ -24,6 +24,27 @@ def _results(run_dir: Path) -> dict[str, dict]:
     return out
 
 
+def per_class_accuracy(confusion) -> list[float | None] | None:
+    """Recall of each true class (the diagonal over the row sums; None for a class with no examples), or None
+    when the confusion matrix is missing or not a square matrix of counts."""
+    if not isinstance(confusion, list) or not confusion or not all(
+            isinstance(row, list) and len(row) == len(confusion) and all(type(v) is int for v in row)
+            for row in confusion):
+        return None
+    out = []
+    for i, row in enumerate(confusion):
+        total = sum(row)
+        out.append(row[i] / total if total else None)
+    return out
+
+
+def _stage_wall_s(results: dict[str, dict]) -> dict[str, float]:
+    """Wall time of every finished stage in pipeline order. The report stage's own time is left out: it is
+    only known after report.json is written, and `edgedistill report` must rebuild the same file."""
+    return {name: r["wall_s"] for name, r in results.items()
+            if name != "report" and isinstance(r.get("wall_s"), (int, float))}
+
+
 def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     """Compare the artifact this target would ship with the teacher's fp32 ONNX."""
     teacher = next((a for a in artifacts if a["role"] == "teacher" and a["kind"] == "onnx-fp32"), None)
@@ -65,6 +86,8 @@ def build(run_dir: Path) -> dict:
         measured = bench.get(art["path"], {})
         artifacts.append({**art, "accuracy": measured.get("accuracy"), "latency_ms": measured.get("latency_ms"),
                           **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {})})
+        if (per_class := per_class_accuracy(measured.get("confusion"))) is not None:
+            artifacts[-1].update(confusion=measured["confusion"], per_class_accuracy=per_class)
     head, summary = _headline(target, artifacts)
     env_path = run_dir / "environment.json"
     return {
@@ -77,6 +100,7 @@ def build(run_dir: Path) -> dict:
         "stages": stages,
         "artifacts": artifacts,
         "parity": export.get("parity", []),
+        "stage_wall_s": _stage_wall_s(results),
         "usage": export.get("usage"),
         "environment": json.loads(env_path.read_text()) if env_path.exists() else {},
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

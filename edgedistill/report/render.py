@@ -92,6 +92,87 @@ def parity_table(report: dict) -> Table:
     return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff"], rows, "llrr")
 
 
+def _confusion(a: dict) -> list[list[int]] | None:
+    """An artifact's confusion matrix if it is a square matrix of counts, else None."""
+    m = a.get("confusion")
+    if not isinstance(m, list) or not m or not all(
+            isinstance(r, list) and len(r) == len(m) and all(_num(v) is not None and v >= 0 for v in r) for r in m):
+        return None
+    return [[int(v) for v in r] for r in m]
+
+
+def _label(a: dict) -> str:
+    return f"{_text(a.get('role'))} {_text(a.get('kind'))}"
+
+
+def per_class_artifacts(report: dict) -> tuple[dict | None, dict | None, str]:
+    """(teacher fp32 ONNX, student artifact, why that student artifact) for the per-class comparison: the
+    artifact the headline ships when it was run here, else the student int8 ONNX (a Core ML headline's twin),
+    else the student fp32 ONNX. Either may be None when no confusion matrix was recorded for it."""
+    artifacts = [a for a in _records(report.get("artifacts")) if _confusion(a) is not None]
+    teacher = next((a for a in artifacts if a.get("role") == "teacher" and a.get("kind") == "onnx-fp32"), None)
+    shipped = _dict(report.get("headline")).get("artifact")
+    student = next((a for a in artifacts if shipped is not None and a.get("path") == shipped), None)
+    if student is not None:
+        return teacher, student, "the artifact the headline ships"
+    for kind in ("onnx-int8", "onnx-fp32"):
+        if (student := next((a for a in artifacts if a.get("role") == "student" and a.get("kind") == kind), None)):
+            why = (f"the headline's {shipped} is not run on this machine" if shipped
+                   else "no headline artifact was recorded")
+            return teacher, student, why
+    return teacher, None, ""
+
+
+def _class_labels(report: dict, n: int) -> list[str]:
+    labels = _dict(report.get("usage")).get("labels")
+    return [str(x) for x in labels] if isinstance(labels, list) and len(labels) == n else [str(i) for i in range(n)]
+
+
+def _recall(m: list[list[int]]) -> list[float | None]:
+    return [r[i] / sum(r) if sum(r) else None for i, r in enumerate(m)]
+
+
+def per_class_table(report: dict) -> Table | None:
+    """Held-out accuracy per true class, teacher fp32 vs the student artifact; None when nothing was recorded."""
+    teacher, student, why = per_class_artifacts(report)
+    ref = student or teacher
+    if ref is None:
+        return None
+    m = _confusion(ref)
+    n = len(m)
+    t = _confusion(teacher) if teacher is not None else None
+    t = t if t is not None and len(t) == n else None
+    s = _confusion(student) if student is not None else None
+    t_acc, s_acc = _recall(t) if t else [None] * n, _recall(s) if s else [None] * n
+    labels = _class_labels(report, n)
+    rows = []
+    for i in range(n):
+        delta = NA if t_acc[i] is None or s_acc[i] is None else f"{(s_acc[i] - t_acc[i]) * 100:+.1f}"
+        errors = NA
+        if s:
+            j = max((j for j in range(n) if j != i), key=lambda j: s[i][j], default=None)
+            errors = "none" if j is None or s[i][j] == 0 else f"{labels[j]} ({s[i][j]} of {sum(s[i])})"
+        rows.append([labels[i], _fmt(sum(m[i]), ",.0f"), _fmt(t_acc[i], ".1f", 100), _fmt(s_acc[i], ".1f", 100),
+                     delta, errors])
+    s_name = _label(student) if student is not None else "student"
+    notes = [f"Held-out set: {sum(map(sum, m)):,} examples; accuracy per true class (its recall)."]
+    if student is not None:
+        notes.append(f"Student: {_text(student.get('path'))}, {why}.")
+    return Table(["class", "examples", "teacher onnx-fp32 (%)", f"{s_name} (%)", "vs teacher (points)",
+                  "student mostly mistakes it for"], rows, "lrrrrl", tuple(notes))
+
+
+def _stage_times(report: dict) -> str:
+    """'teacher 2.9 s, student 0.0 s, ... (total 33.1 s)' from stage_wall_s, or the model stages' wall_s."""
+    times = _dict(report.get("stage_wall_s")) or {_text(s.get("name")): s.get("wall_s")
+                                                  for s in _records(report.get("stages"))}
+    times = {str(k): _num(v) for k, v in times.items() if _num(v) is not None}
+    if not times:
+        return NA
+    scope = "" if _dict(report.get("stage_wall_s")) else ", model stages only"
+    return ", ".join(f"{k} {v:,.1f} s" for k, v in times.items()) + f" (total {sum(times.values()):,.1f} s{scope})"
+
+
 def environment_table(report: dict) -> Table:
     env = _dict(report.get("environment"))
     cpu = _text(env.get("cpu"))
@@ -102,12 +183,16 @@ def environment_table(report: dict) -> Table:
             ["cpu", cpu], ["cpu flags", ", ".join(map(str, flags)) or NA], ["platform", _text(env.get("platform"))],
             ["device", _text(env.get("device"))], ["gpu", _text(env.get("gpu"))],
             ["world size", _text(env.get("world_size"))], ["git", _text(env.get("git"))],
+            ["time per stage", _stage_times(report)],
             ["created", _text(report.get("created"))]]
     return Table(["item", "value"], rows, "ll")
 
 
 def _tables(report: dict) -> list[tuple[str, Table]]:
     return [("Stages", stage_table(report)), ("Artifacts", artifact_table(report)), ("Parity", parity_table(report))]
+
+
+PER_CLASS = "Per-class accuracy"  # its section is left out for reports recorded before confusion matrices
 
 
 # ---------------------------------------------------------------- Markdown
@@ -129,7 +214,9 @@ def render_markdown(report: dict) -> str:
     if desc := _dict(report.get("target_profile")).get("description"):
         out += [f"_{desc}_", ""]
     out += [f"**Summary:** {_text(report.get('summary'))}", ""]
-    for title, table in _tables(report) + [("Environment", environment_table(report))]:
+    per_class = per_class_table(report)
+    for title, table in (_tables(report) + ([(PER_CLASS, per_class)] if per_class else [])
+                         + [("Environment", environment_table(report))]):
         out += [f"## {title}", "", *_md_table(table), ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -147,10 +234,10 @@ def _figure(ncols: int, nrows: int, row_height: float) -> tuple[Any, list]:
     return fig, list(fig.subplots(nrows, ncols, squeeze=False).flat)
 
 
-def _svg(fig: Any, prefix: str, label: str) -> str:
+def _svg(fig: Any, prefix: str, label: str, tight: bool = True) -> str:
     """The figure as an <svg> element that can sit inline in HTML next to other plots."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None, metadata={"Date": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE are invalid inside HTML
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
@@ -174,13 +261,15 @@ def _scatter(ax: Any, points: list[tuple[str, str, float, float]], xlabel: str, 
     """points: (label, role, x, y); a report has a handful, so simple label clustering avoids overlaps."""
     if not points:
         return _empty(ax, "no artifact has both values")
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     for _, role, x, y in points:
         ax.scatter(x, y, s=36, color=colours[role], zorder=3)
     xs = [p[2] for p in points]
     if min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
+        if max(xs) / min(xs) <= 1e3:  # within three decades, 20 / 50 / 100 / 200: one tick per decade is too few
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10^1, 10^2
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels (2x10^1, 3x10^1...) overprint each other
     ax.margins(x=0.2, y=0.2)
@@ -227,6 +316,82 @@ def _artifact_plot(report: dict) -> str | None:
     handles = [Line2D([], [], marker="o", ls="", color=c, label=_plain(r)) for r, c in colours.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
     return _svg(fig, "fig1", "Accuracy versus latency and size of the exported artifacts")
+
+
+def _blend(colour: str, t: float) -> tuple[float, float, float]:
+    """colour mixed with white: t=0 white, t=1 the colour."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(1 - t * (1 - c) for c in to_rgb(colour))  # type: ignore[return-value]
+
+
+def _confusion_panel(ax: Any, m: list[list[int]], labels: list[str], title: str) -> None:
+    """Counts in cells; the diagonal shaded in the accent colour by the class's recall, errors in red by their
+    share of the class, so that a single mistake among 36 examples still shows."""
+    import numpy as np
+
+    n = len(m)
+    img = np.ones((n, n, 3))
+    dark = np.zeros((n, n), dtype=bool)
+    for i, row in enumerate(m):
+        total = max(sum(row), 1)
+        for j, v in enumerate(row):
+            if i == j:
+                t = v / total
+                img[i, j], dark[i, j] = _blend(PALETTE[0], 0.15 + 0.85 * t), t > 0.45
+            elif v:
+                t = 0.25 + 0.75 * min(1.0, v / total / 0.2)
+                img[i, j], dark[i, j] = _blend(PALETTE[3], t), t > 0.6
+    ax.imshow(img, interpolation="nearest", aspect="equal")
+    if n <= 30:  # beyond that the numbers would not fit; the shading still shows where the errors are
+        size = 8 if n <= 12 else 6
+        for i, row in enumerate(m):
+            for j, v in enumerate(row):
+                if v or i == j:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=size,
+                            color="white" if dark[i, j] else "#1f2933")
+    # Many classes: label every k-th one (fewer on x when long names are slanted, so they do not overprint).
+    slanted = max(len(str(x)) for x in labels) > 3
+    for axis, most in ((ax.xaxis, 16 if slanted else 30), (ax.yaxis, 30)):
+        ticks = list(range(0, n, max(1, math.ceil(n / most))))
+        axis.set_ticks(ticks, [_plain(labels[i]) for i in ticks], fontsize=8)
+    if slanted:
+        ax.tick_params(axis="x", labelrotation=45)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+            t.set_rotation_mode("anchor")
+    ax.tick_params(length=0)
+    if n <= 30:  # cell borders; with more classes they would be all one sees
+        ax.set_xticks(np.arange(-0.5, n, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, n, 1), minor=True)
+        ax.grid(which="minor", color="#e4e7eb", lw=0.6)
+        ax.tick_params(which="minor", length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title, fontsize=10)
+
+
+def _confusion_plot(report: dict) -> str | None:
+    """The held-out confusion matrices of the teacher fp32 ONNX and of the student artifact, side by side."""
+    teacher, student, _ = per_class_artifacts(report)
+    panels = [(a, _confusion(a)) for a in (teacher, student) if a is not None]
+    if not panels:
+        return None
+    n = len(panels[-1][1])
+    labels = _class_labels(report, n)
+    fig, axes = _figure(2, 1, 4.6)
+    shipped = _dict(report.get("headline")).get("artifact")
+    for ax, (a, m) in zip(axes, panels):
+        total = sum(map(sum, m))
+        acc = sum(m[i][i] for i in range(len(m))) / max(total, 1)
+        tag = " (headline)" if a is student and a.get("path") == shipped else ""
+        _confusion_panel(ax, m, labels if len(m) == n else _class_labels(report, len(m)),
+                         f"{_plain(_label(a))}{tag}: {acc * 100:.1f}% of {total:,}")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)  # keeps its slot, so a lone matrix is not blown up to the page width
+    return _svg(fig, "fig3", "Held-out confusion matrices of the teacher and of the student artifact",
+                tight=len(panels) == 2)
 
 
 def _loss_terms(history: list[dict]) -> list[str]:
@@ -278,13 +443,30 @@ def _training_plot(report: dict) -> str | None:
     return _svg(fig, "fig2", "Training loss curves and held-out accuracy per epoch")
 
 
-def _plots(report: dict) -> list[tuple[str, str | None, str]]:
-    """(caption, svg or None, what is missing). The salt makes SVG ids, so the whole page, deterministic."""
+def _style() -> Any:
     import matplotlib
 
     style = {"svg.hashsalt": "edgedistill-report", "svg.fonttype": "none", "font.size": 9,
              "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#9aa5b1"}
-    with matplotlib.rc_context(style):  # leaves the caller's matplotlib settings alone
+    return matplotlib.rc_context(style)  # leaves the caller's matplotlib settings alone
+
+
+def _per_class_html(report: dict) -> str | None:
+    """The per-class table and the confusion matrices, or None for a report recorded without them."""
+    table = per_class_table(report)
+    if table is None:
+        return None
+    with _style():
+        svg = _confusion_plot(report)
+    figure = (f"<figure>{svg}<figcaption>Held-out confusion matrices: rows are the true class, columns the "
+              "predicted one; the diagonal counts correct answers, red cells are mistakes.</figcaption></figure>"
+              if svg else "")
+    return f'<h2>{PER_CLASS}</h2>\n{_html_table(table)}\n{figure}'
+
+
+def _plots(report: dict) -> list[tuple[str, str | None, str]]:
+    """(caption, svg or None, what is missing). The salt makes SVG ids, so the whole page, deterministic."""
+    with _style():
         return [("Held-out accuracy of each exported artifact against its p50 latency and its file size.",
                  _artifact_plot(report), "No artifact has a measured accuracy."),
                 ("Loss terms per training stage, and held-out accuracy after each epoch.",
@@ -416,6 +598,8 @@ def render_html(report: dict) -> str:
     body = [f"<header><h1>edgedistill report: {target}</h1>"
             + (f'<p class="muted">{html.escape(str(desc))}</p>' if desc else "") + "</header>", _summary_html(report)]
     body += [f"<h2>{title}</h2>\n{_html_table(table)}" for title, table in _tables(report)]
+    if (per_class := _per_class_html(report)) is not None:
+        body.append(per_class)
     body.append("<h2>Plots</h2>")
     for caption, svg, missing in _plots(report):
         body.append(f"<figure>{svg}<figcaption>{caption}</figcaption></figure>" if svg
@@ -448,6 +632,7 @@ h3 { font-size: 1rem; margin: 20px 0 8px; }
 .card b { display: block; color: var(--accent); font-size: 1.4rem; }
 .table-wrap { overflow-x: auto; }
 table { width: 100%; border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
+th:first-child, td:first-child { white-space: nowrap; }
 th, td { padding: 6px 10px; text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); }
 th { background: #e9eef2; font-weight: 600; }
 tbody tr:nth-child(even) { background: var(--zebra); }

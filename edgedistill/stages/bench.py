@@ -2,9 +2,14 @@
 
 Latency is measured with ONNX Runtime on this machine, threads from the target. It is labelled
 "measured" when this machine can stand in for the target (same ISA and CPU features), and
-"measured-host" otherwise: then it compares artifacts with each other, it is not the phone's latency."""
+"measured-host" otherwise: then it compares artifacts with each other, it is not the phone's latency.
+
+Each runnable artifact's record also holds its held-out confusion matrix ("confusion": rows are the true
+class, columns the predicted one, counts), from the same predictions as its accuracy."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from edgedistill.runtimes import onnxruntime as ortr
 
@@ -13,18 +18,29 @@ MAIN_ONLY = True  # under torchrun, rank 0 alone
 RUNNABLE_KINDS = ("onnx-fp32", "onnx-int8", "ort")
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] as plain ints (JSON)."""
+    counts = np.bincount(y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64),
+                         minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).tolist()
+
+
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
     kind = "measured" if ctx.target.runs_on_host() else "measured-host"
     x_test = ctx.data.x_test.cpu().numpy()
     y_test = ctx.data.y_test.cpu().numpy()
+    num_classes = int(ctx.data.spec.num_classes)
     results = []
     for art in state.records.get("export", {}).get("artifacts", []):
         entry = {"path": art["path"], "accuracy": None, "latency_ms": None}
         if art["kind"] in RUNNABLE_KINDS:
             sess = ortr.session(ctx.out / art["path"], threads)
-            entry["accuracy"] = float((ortr.logits(sess, x_test).argmax(-1) == y_test).mean())
+            logits = ortr.logits(sess, x_test)
+            pred = logits.argmax(-1)
+            entry["accuracy"] = float((pred == y_test).mean())
+            entry["confusion"] = confusion_matrix(y_test, pred, max(num_classes, logits.shape[-1]))
             lat = ortr.latency_ms(sess, x_test[:1], cfg.warmup, cfg.repeats)
             entry["latency_ms"] = {**lat, "kind": kind, "threads": threads, "batch": 1, "runtime": "onnxruntime-cpu"}
             ctx.log(f"    {art['role']:<7} {art['kind']:<9} acc {entry['accuracy']:.4f}  "

@@ -1,0 +1,93 @@
+"""What a real (shortened) run puts in its reports: confusion matrices, per-class accuracy, stage times, and a
+report that `edgedistill report` rebuilds to the same report.json."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from edgedistill import pipeline
+from edgedistill.cli import app
+from edgedistill.recipe import load_recipe
+from edgedistill.targets import load_target
+
+HELD_OUT = 360  # 20% of scikit-learn's 1,797 digits, stratified
+SHORT = ["stages.teacher.epochs=2", "stages.distill.epochs=2", "stages.prune.epochs=1", "stages.qat.enabled=false",
+         "stages.export.formats=[onnx]", "stages.bench.warmup=1", "stages.bench.repeats=5"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report-contents")
+    pipeline.run(load_recipe("digits", SHORT), load_target("x86-avx2"), out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run_dir) -> dict:
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def _runnable(report: dict) -> list[dict]:
+    return [a for a in report["artifacts"] if a["kind"] in ("onnx-fp32", "onnx-int8", "ort")]
+
+
+def test_bench_records_a_confusion_matrix_per_runnable_artifact(run_dir):
+    bench = json.loads((run_dir / "07-bench" / "result.json").read_text())
+    measured = [b for b in bench["artifacts"] if b["accuracy"] is not None]
+    assert len(measured) >= 2  # the teacher's and the student's fp32 ONNX at least
+    for b in measured:
+        m = b["confusion"]
+        assert len(m) == 10 and all(len(row) == 10 for row in m)
+        assert all(type(v) is int and v >= 0 for row in m for v in row)
+        assert sum(map(sum, m)) == HELD_OUT
+        assert sum(m[i][i] for i in range(10)) == round(b["accuracy"] * HELD_OUT)
+
+
+def test_report_json_carries_confusion_and_per_class_accuracy(report):
+    artifacts = _runnable(report)
+    assert {(a["role"], a["kind"]) for a in artifacts} >= {("teacher", "onnx-fp32"), ("student", "onnx-fp32")}
+    for a in artifacts:
+        m, per_class = a["confusion"], a["per_class_accuracy"]
+        assert sum(map(sum, m)) == HELD_OUT
+        assert len(per_class) == 10
+        for i, acc in enumerate(per_class):
+            assert acc == pytest.approx(m[i][i] / sum(m[i]))
+        # Per-class accuracies weighted by class size give the overall accuracy.
+        assert sum(acc * sum(m[i]) for i, acc in enumerate(per_class)) == pytest.approx(a["accuracy"] * HELD_OUT)
+
+
+def test_report_json_has_every_stage_wall_time(report):
+    times = report["stage_wall_s"]
+    assert list(times) == ["teacher", "student", "distill", "prune", "export", "bench"]  # qat is disabled
+    assert all(isinstance(t, float) and t >= 0 for t in times.values())
+    assert times["teacher"] == next(s["wall_s"] for s in report["stages"] if s["name"] == "teacher")
+
+
+def test_html_has_confusion_plot_and_per_class_table(run_dir, report):
+    page = (run_dir / "report.html").read_text()
+    section = page.split("<h2>Per-class accuracy</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<table>" in section and "student mostly mistakes it for" in section
+    assert len(re.findall(r"<tr><td>\d</td>", section)) == 10  # a row per digit
+    assert "<svg" in section and 'aria-label="Held-out confusion matrices' in section
+    shipped = next(a for a in report["artifacts"] if a["path"] == report["headline"]["artifact"])
+    assert f"{shipped['role']} {shipped['kind']} (headline)" in section  # the matrix of what the target ships
+    assert "time per stage" in page and "bench " in page
+
+
+def test_markdown_has_per_class_table(run_dir):
+    md = (run_dir / "report.md").read_text()
+    rows = md.split("## Per-class accuracy\n", 1)[1].split("\n## ", 1)[0]
+    assert len(re.findall(r"^\| \d \| 3\d \|", rows, re.M)) == 10  # class, examples (35..37 per digit)
+    assert "| time per stage | teacher " in md
+
+
+def test_report_command_regenerates_the_same_report_json(run_dir, report):
+    before = {k: v for k, v in report.items() if k != "created"}
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    after = json.loads((run_dir / "report.json").read_text())
+    assert {k: v for k, v in after.items() if k != "created"} == before
