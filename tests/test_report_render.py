@@ -234,3 +234,21 @@ def test_time_per_stage_line(report):
     del report["stage_wall_s"]  # a report.json from before the field: the model stages' own wall_s
     assert "| time per stage | teacher 30.1 s, distill 40.0 s, qat 25.0 s (total 95.1 s, model stages only) |" \
         in render_markdown(report)
+
+
+def test_pruning_steps_table_with_flags():
+    from edgedistill.report.render import render_html, render_markdown
+
+    lat = {"p50": 0.02, "p90": 0.03, "kind": "measured"}
+    report = {"target": "x86-avx2", "artifacts": [], "stages": [
+        {"name": "teacher", "accuracy": 0.98, "params": 10, "macs": 100},
+        {"name": "prune", "accuracy": 0.97, "params": 5, "macs": 50, "steps": [
+            {"step": 0, "channels": [16, 32], "macs": 100, "params": 10, "accuracy": 0.98, "onnx_weight_bytes": 4000, "latency_ms": lat},
+            {"step": 1, "channels": [8, 16], "macs": 50, "params": 5, "accuracy": 0.96, "onnx_weight_bytes": 2000,
+             "latency_ms": lat, "flag": "pruned but not faster"}],
+         "after_recovery": {"channels": [8, 16], "macs": 50, "params": 5, "accuracy": 0.97, "latency_ms": lat}}]}
+    md = render_markdown(report)
+    assert "## Pruning steps" in md and "| 1 | 8, 16 | 50 |" in md and "pruned but not faster" in md
+    assert "after recovery" in md
+    html = render_html(report)
+    assert "Pruning steps" in html and "pruned but not faster" in html

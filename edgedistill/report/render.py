@@ -92,6 +92,24 @@ def parity_table(report: dict) -> Table:
     return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff"], rows, "llrr")
 
 
+def pruning_table(report: dict) -> Table | None:
+    """The prune stage's evidence: every step measured, then the model after its final recovery."""
+    prune = next((s for s in _records(report.get("stages")) if s.get("name") == "prune"), {})
+    steps = _records(prune.get("steps"))
+    if not steps:
+        return None
+    after = prune.get("after_recovery")
+    rows = []
+    for s in steps + ([{**after, "step": "after recovery"}] if isinstance(after, dict) else []):
+        widths = s.get("channels")
+        rows.append([_text(s.get("step")), ", ".join(map(str, widths)) if isinstance(widths, list) else NA,
+                     _fmt(s.get("macs"), ",.0f"), _fmt(s.get("params"), ",.0f"), _fmt(s.get("accuracy"), ".2f", 100),
+                     _fmt(s.get("onnx_weight_bytes"), ",.1f", 1e-3), _latency(s.get("latency_ms")),
+                     str(s.get("flag") or "")])
+    headers = ["step", "widths", "MACs", "params", "accuracy (%)", "ONNX weights (KB)", "latency p50 / p90", "flag"]
+    return Table(headers, rows, "llrrrrrl")
+
+
 def _confusion(a: dict) -> list[list[int]] | None:
     """An artifact's confusion matrix if it is a square matrix of counts, else None."""
     m = a.get("confusion")
@@ -189,7 +207,9 @@ def environment_table(report: dict) -> Table:
 
 
 def _tables(report: dict) -> list[tuple[str, Table]]:
-    return [("Stages", stage_table(report)), ("Artifacts", artifact_table(report)), ("Parity", parity_table(report))]
+    pruning = pruning_table(report)
+    return ([("Stages", stage_table(report))] + ([("Pruning steps", pruning)] if pruning else [])
+            + [("Artifacts", artifact_table(report)), ("Parity", parity_table(report))])
 
 
 PER_CLASS = "Per-class accuracy"  # its section is left out for reports recorded before confusion matrices
