@@ -1,4 +1,4 @@
-"""The command line: compress, targets, recipe, report.
+"""The command line: compress, targets, recipe, bench, report.
 
 Exit status: 0 done; 2 the input is wrong (one line, no traceback); 3 the pipeline refused its own result."""
 
@@ -95,6 +95,27 @@ def show_recipe(name: str = typer.Argument(None, help="Built-in recipe to print 
         typer.echo("\n".join(builtin_names()))
         return
     typer.echo(builtin_text(name), nl=False)
+
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., help="An exported .onnx or .ort file."),
+    target: str = typer.Option(..., "--target", "-t", help="Target name or profile YAML."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    warmup: int = typer.Option(20, help="Runs excluded before timing."),
+    repeats: int = typer.Option(200, help="Timed runs."),
+) -> None:
+    """Batch-1 latency of a model on a target: measured here when this machine can stand in for it,
+    otherwise estimated from the target's datasheet peaks. The `kind` field says which."""
+    from edgedistill.latency import for_file
+    from edgedistill.targets import load_target
+
+    result = for_file(model, load_target(target), warmup, repeats)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{model.name} on {result['target']}: p50 {result['p50']:.3f} ms, p90 {result['p90']:.3f} ms, "
+               f"p99 {result['p99']:.3f} ms ({result['kind']}, {result['threads']} thread(s))")
 
 
 @app.command()

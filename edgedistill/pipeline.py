@@ -84,7 +84,9 @@ def pick_device(choice: str) -> torch.device:
 def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str, uses_target: bool) -> str:
     import hashlib
 
-    parts = [previous, recipe.stage_fingerprint(name)]
+    from edgedistill import __version__
+
+    parts = [previous or __version__, recipe.stage_fingerprint(name)]  # a new release redoes the stages
     if uses_target:
         parts.append(target.model_dump_json())
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

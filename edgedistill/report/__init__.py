@@ -85,7 +85,8 @@ def build(run_dir: Path) -> dict:
     for art in export.get("artifacts", []):
         measured = bench.get(art["path"], {})
         artifacts.append({**art, "accuracy": measured.get("accuracy"), "latency_ms": measured.get("latency_ms"),
-                          **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {})})
+                          **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {}),
+                          **({"latency_estimated_ms": measured["estimate"]} if "estimate" in measured else {})})
         if (per_class := per_class_accuracy(measured.get("confusion"))) is not None:
             artifacts[-1].update(confusion=measured["confusion"], per_class_accuracy=per_class)
     head, summary = _headline(target, artifacts)

@@ -79,10 +79,17 @@ def stage_table(report: dict) -> Table:
 
 def artifact_table(report: dict) -> Table:
     artifacts = _records(report.get("artifacts"))
-    rows = [[_text(a.get("role")), _text(a.get("kind")), _text(a.get("path")), _fmt(a.get("size_bytes"), ",.1f", 1e-3),
-             _fmt(a.get("accuracy"), ".2f", 100), _latency(a.get("latency_ms"))] for a in artifacts]
     # Say why a latency is missing (Core ML on Linux), so an empty cell is not a mystery.
     notes = tuple(f"{_text(a.get('path'))}: {a['latency_note']}" for a in artifacts if a.get("latency_note"))
+    rows = [[_text(a.get("role")), _text(a.get("kind")), _text(a.get("path")), _fmt(a.get("size_bytes"), ",.1f", 1e-3),
+             _fmt(a.get("accuracy"), ".2f", 100), _latency(a.get("latency_ms"))] for a in artifacts]
+    if any(isinstance(a.get("latency_estimated_ms"), dict) for a in artifacts):
+        # The target could not be timed here: add its roofline estimate beside the host measurement.
+        for row, a in zip(rows, artifacts):
+            est = _dict(a.get("latency_estimated_ms"))
+            row.append(f"{_fmt(est.get('p50'), '.3f')} ms ({est['kind']})" if est.get("kind") else NA)
+        return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90", "on target p50"],
+                     rows, "llcrrrr", notes)
     return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90"], rows, "llcrrr", notes)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgedistill.estimate import estimate
 from edgedistill.runtimes import onnxruntime as ortr
 
 USES_TARGET = True
@@ -23,6 +24,20 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     counts = np.bincount(y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64),
                          minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).tolist()
+
+
+def _source_onnx(art: dict, state) -> str | None:
+    """The ONNX file an .ort or .mlpackage artifact was converted from (same precision)."""
+    int8 = art.get("precision") in ("int8", "w8a8")
+    kind = "onnx-int8" if int8 else "onnx-fp32"
+    return next((a["path"] for a in state.records["export"]["artifacts"]
+                 if a["role"] == art["role"] and a["kind"] == kind), None)
+
+
+def _precision(art: dict, target) -> str:
+    if art.get("precision") in ("int8", "w8a8"):
+        return "int8"
+    return "fp16" if art["kind"] == "coreml" or target.runtime == "coreml" else "fp32"
 
 
 def run(ctx, state, stage_dir):
@@ -47,6 +62,13 @@ def run(ctx, state, stage_dir):
                     f"p50 {lat['p50']:.3f} ms ({kind}, {threads} thr)  {art['size_bytes']:,} B")
         else:
             entry["latency_note"] = "runs only on Apple platforms; not measured on this machine"
+        if not ctx.target.runs_on_host() and (art["kind"] != "coreml" or ctx.target.runtime == "coreml"):
+            # The target itself is out of reach: estimate it from its datasheet peaks (Core ML and .ort from
+            # the ONNX graph they were converted from).
+            source = art["path"] if art["kind"].startswith("onnx") else _source_onnx(art, state)
+            if source is not None:
+                entry["estimate"] = estimate(ctx.out / source, ctx.target,
+                                             precision=_precision(art, ctx.target))
         results.append(entry)
     state.records["bench"] = {"name": "bench", "threads": threads, "latency_kind": kind,
                               "host_stands_in_for_target": ctx.target.runs_on_host(), "artifacts": results}
