@@ -183,6 +183,8 @@ class Training(Strict):
 
 class ExportStage(StageBase):
     formats: list[Literal["onnx", "ort", "coreml"]] = ["onnx", "ort", "coreml"]
+    ptq: Literal["ort", "nncf"] = Field("ort", description="int8 method when the qat stage is off: ONNX Runtime "
+                                                         "static quantization or NNCF's ONNX post-training quantization")
     opset: int = Field(18, ge=13)
     fp32_max_abs: float = Field(1e-3, gt=0, description="ONNX fp32 vs torch: max abs logit difference")
     int8_min_agreement: float = Field(0.97, ge=0, le=1, description="ONNX int8 vs fake-quant torch: top-1")

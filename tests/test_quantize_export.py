@@ -65,11 +65,12 @@ def test_qat_state_restores_exactly(quantized, tmp_path):
     assert torch.equal(predict(a, x, set_mode=quantize.set_mode), predict(b, x, set_mode=quantize.set_mode))
 
 
-def test_ptq_baseline_runs_integer_kernels(tmp_path):
+@pytest.mark.parametrize("method", ["ort", "nncf"])
+def test_ptq_baselines_run_integer_kernels(tmp_path, method):
     student = cnn()
     fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "ptq.onnx"
     export_onnx(student.module.eval(), SPEC, fp32_path, 18)
-    quantize.ptq_onnx(fp32_path, int8_path, batch(64)[0].numpy())
+    (quantize.nncf_ptq_onnx if method == "nncf" else quantize.ptq_onnx)(fp32_path, int8_path, batch(64)[0].numpy())
     assert "QLinearConv" in ortr.optimized_op_types(int8_path)
     assert not list(tmp_path.glob("*augmented*")) and not list(__import__("pathlib").Path.cwd().glob("augmented*"))
 

@@ -252,3 +252,20 @@ def test_pruning_steps_table_with_flags():
     assert "after recovery" in md
     html = render_html(report)
     assert "Pruning steps" in html and "pruned but not faster" in html
+
+
+def test_notes_say_plainly_when_int8_is_not_faster(tmp_path):
+    from edgedistill.report import _notes
+
+    lat = lambda p50: {"p50": p50, "p90": p50, "kind": "measured"}  # noqa: E731
+    artifacts = [{"role": "student", "kind": "onnx-fp32", "latency_ms": lat(0.010)},
+                 {"role": "student", "kind": "onnx-int8", "latency_ms": lat(0.012)}]
+    notes = _notes(artifacts, [{"name": "prune", "flags": [2]}])
+    assert notes[0].startswith("int8 is not faster than fp32 here: p50 0.012 ms vs 0.010 ms")
+    assert "pruning steps 2 removed MACs" in notes[1]
+    artifacts[1]["latency_ms"] = lat(0.005)
+    assert _notes(artifacts, []) == []
+    from edgedistill.report.render import render_html, render_markdown
+
+    report = {"target": "t", "stages": [], "artifacts": [], "notes": notes}
+    assert "- int8 is not faster" in render_markdown(report) and "int8 is not faster" in render_html(report)

@@ -70,6 +70,22 @@ def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     return head, ", ".join(parts)
 
 
+def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
+    """Plain statements a reader must not miss: int8 that is not faster, pruning that did not pay off."""
+    notes = []
+    by_kind = {a["kind"]: a for a in artifacts if a["role"] == "student"}
+    fp32, int8 = by_kind.get("onnx-fp32", {}).get("latency_ms"), by_kind.get("onnx-int8", {}).get("latency_ms")
+    if fp32 and int8 and int8["p50"] >= 0.97 * fp32["p50"]:
+        notes.append(f"int8 is not faster than fp32 here: p50 {int8['p50']:.3f} ms vs {fp32['p50']:.3f} ms "
+                     f"({int8['kind']}). At this size quantize/dequantize overhead outweighs the integer kernels; "
+                     "the int8 artifact buys size, the fp32 one is as fast or faster.")
+    prune = next((s for s in stages if s["name"] == "prune"), {})
+    if prune.get("flags"):
+        notes.append(f"pruning steps {', '.join(map(str, prune['flags']))} removed MACs without making the exported "
+                     "model measurably faster (see Pruning steps).")
+    return notes
+
+
 def build(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     recipe_path, target_path = run_dir / "recipe.resolved.yaml", run_dir / "target.resolved.yaml"
@@ -100,6 +116,7 @@ def build(run_dir: Path) -> dict:
         "recipe": recipe,
         "stages": stages,
         "artifacts": artifacts,
+        "notes": _notes(artifacts, stages),
         "parity": export.get("parity", []),
         "stage_wall_s": _stage_wall_s(results),
         "usage": export.get("usage"),

@@ -241,6 +241,7 @@ def render_markdown(report: dict) -> str:
     if desc := _dict(report.get("target_profile")).get("description"):
         out += [f"_{desc}_", ""]
     out += [f"**Summary:** {_text(report.get('summary'))}", ""]
+    out += [f"- {n}" for n in report.get("notes") or []] + ([""] if report.get("notes") else [])
     per_class = per_class_table(report)
     for title, table in (_tables(report) + ([(PER_CLASS, per_class)] if per_class else [])
                          + [("Environment", environment_table(report))]):
@@ -615,7 +616,9 @@ def _summary_html(report: dict) -> str:
     return (f'<section class="summary"><div class="headline">{html.escape(_text(report.get("summary")))}</div>'
             + (f'<div class="cards">{cards_html}</div>' if cards_html else "")
             + (f'<div class="muted small">headline artifact: <code>{html.escape(str(head["artifact"]))}</code></div>'
-               if head.get("artifact") else "") + "</section>")
+               if head.get("artifact") else "")
+            + "".join(f'<p class="small">{html.escape(str(n))}</p>' for n in report.get("notes") or [])
+            + "</section>")
 
 
 def render_html(report: dict) -> str:

@@ -82,9 +82,11 @@ def run(ctx, state, stage_dir):
     else:
         import onnx
 
-        quantize.ptq_onnx(stage_dir / "student.fp32.onnx", int8_path, ctx.data.x_train[:512].cpu().numpy())
+        ptq = quantize.nncf_ptq_onnx if cfg.ptq == "nncf" else quantize.ptq_onnx
+        ptq(stage_dir / "student.fp32.onnx", int8_path, ctx.data.x_train[:512].cpu().numpy())
         io.write_bytes(int8_path, fuse_friendly_qdq(onnx.load(str(int8_path))).SerializeToString())
-        reference, ref_name, method, max_rel = torch_fp32["student"], "student fp32 (torch)", "ptq-ort-static", None
+        method = "ptq-nncf" if cfg.ptq == "nncf" else "ptq-ort-static"
+        reference, ref_name, max_rel = torch_fp32["student"], "student fp32 (torch)", None
     int8_logits = onnx_logits(int8_path)
     rung = _compare(reference, int8_logits, (ref_name, "student int8 (onnx)"))
     _check(rung, rel(int8_path), None, cfg.int8_min_agreement, "int8", max_rel)
