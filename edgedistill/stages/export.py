@@ -79,6 +79,7 @@ def run(ctx, state, stage_dir):
         reference = predict(quantized, x, set_mode=quantize.set_mode).numpy()
         ref_name, method, max_rel = "student int8 (torch)", "qat-pt2e", cfg.int8_max_rel
         parity.append(_compare(torch_fp32["student"], reference, ("student fp32 (torch)", ref_name)))
+        parity += state.records.get("qat", {}).get("parity", [])  # fake-quant -> int8, measured by the qat stage
     else:
         import onnx
 

@@ -19,13 +19,18 @@ def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.qat
     prepared = _prepared(state)
     history = train(ctx, "qat", prepared, make_task(ctx, state, cfg, prepared), stage_dir, set_mode=quantize.set_mode)
-    fake_quant_accuracy = accuracy(predict(prepared, ctx.data.x_test, set_mode=quantize.set_mode), ctx.data.y_test)
+    fake_quant = predict(prepared, ctx.data.x_test, set_mode=quantize.set_mode)
+    fake_quant_accuracy = accuracy(fake_quant, ctx.data.y_test)
     io.save_torch(stage_dir / "model.pt", prepared.state_dict())
     state.quantized = quantize.convert(prepared)
     logits = predict(state.quantized, ctx.data.x_test, set_mode=quantize.set_mode)
+    # The first int8 rung of the parity ladder: fake-quant training graph vs the converted int8 graph.
+    rung = {"from": "student fake-quant (torch)", "to": "student int8 (torch)",
+            "top1_agreement": float((fake_quant.argmax(-1) == logits.argmax(-1)).float().mean()),
+            "max_abs": float((fake_quant - logits).abs().max())}
     state.records["qat"] = {
         "name": "qat", "accuracy": accuracy(logits, ctx.data.y_test), **state.student.size(),
-        "fake_quant_accuracy": fake_quant_accuracy, "history": history, "quantizer": "torchao-pt2e-x86 (u8 act, s8 per-channel w)",
+        "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung], "quantizer": "torchao-pt2e-x86 (u8 act, s8 per-channel w)",
         "agreement_with_teacher": float((logits.argmax(-1) == predict(state.teacher.module, ctx.data.x_test).argmax(-1)).float().mean()),
     }
     return state
