@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgedistill import latency
 from edgedistill.estimate import estimate
 from edgedistill.runtimes import onnxruntime as ortr
 
@@ -43,7 +44,7 @@ def _precision(art: dict, target) -> str:
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
-    kind = "measured" if ctx.target.runs_on_host() else "measured-host"
+    kind = latency.label(ctx.target)
     x_test = ctx.data.x_test.cpu().numpy()
     y_test = ctx.data.y_test.cpu().numpy()
     num_classes = int(ctx.data.spec.num_classes)
