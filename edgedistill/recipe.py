@@ -255,18 +255,20 @@ def builtin_text(name: str) -> str:
 
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply one `--set a.b.c=value`; the value is parsed as YAML (3 -> int, [1,2] -> list, off -> bool)."""
+    shown = assignment.encode("unicode_escape").decode()  # one line, whatever was typed
     if "=" not in assignment:
-        raise UserError(f"--set {assignment}: expected KEY=VALUE, e.g. --set stages.distill.epochs=3")
+        raise UserError(f"--set {shown}: expected KEY=VALUE, e.g. --set stages.distill.epochs=3")
     key, _, text = assignment.partition("=")
+    key_shown = key.encode("unicode_escape").decode()
     parts = key.strip().split(".")
-    if not all(parts):
-        raise UserError(f"--set {assignment}: '{key}' is not a dotted key like stages.distill.epochs")
-    value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    if not all(p.strip() for p in parts):
+        raise UserError(f"--set {shown}: '{key_shown}' is not a dotted key like stages.distill.epochs")
+    value = parse_yaml(text, f"--set {key_shown}") if text.strip() else None
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+            raise UserError(f"--set {key_shown}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
         node = child
     node[parts[-1]] = value
 

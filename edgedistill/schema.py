@@ -47,7 +47,7 @@ def describe_error(root: type[BaseModel], err: ValidationError) -> str:
     # A typo'd key shows up twice (unknown key + missing key): name the typo, it carries the fix.
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = tuple(e["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = ".".join(str(p) for p in loc).encode("unicode_escape").decode() or "(top level)"
     if e["type"] == "extra_forbidden":
         parent = _model_at(root, loc[:-1])
         known = list(parent.model_fields) if parent else []

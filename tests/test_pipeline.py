@@ -71,3 +71,13 @@ def test_student_from_teacher_copies_its_weights(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="student.from_teacher needs student.arch and channels equal"):
         load_recipe("digits", ["student.from_teacher=true"])
+
+
+def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(tmp_path):
+    over = ["stages.teacher.epochs=2", "stages.distill.epochs=2", "device=cpu", *ONLY_MODELS[1:]]
+    runs = [pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path / str(i), quiet=True)
+            for i in range(2)]
+    for stage in ("teacher", "distill"):
+        a, b = (r.records[stage] for r in runs)
+        assert a["accuracy"] == b["accuracy"]
+        assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
