@@ -610,6 +610,7 @@ def _summary_html(report: dict) -> str:
     kind = f" ({head['latency_kind']})" if head.get("latency_kind") else ""
     cards = [(_fmt(head.get("size_ratio"), ".1f") + "x", "smaller than the teacher"),
              (_fmt(head.get("speedup"), ".1f") + "x", "faster" + kind),
+             (_fmt(head.get("target_speedup"), ".1f") + "x", f"faster on {_text(report.get('target'))} (estimated)"),
              (_fmt(head.get("accuracy_delta_points"), "+.1f"), "accuracy points vs teacher")]
     cards_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>'
                          for v, k in cards if not v.startswith(NA))
