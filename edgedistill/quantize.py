@@ -87,6 +87,13 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
         qat_utils._fold_conv_bn_qat_helper = original
 
 
+def _feeds(model, calibration: np.ndarray, batch_size: int) -> list[dict]:
+    """Calibration batches as input feeds for the ONNX model's (single) input."""
+    name = model.graph.input[0].name
+    return [{name: np.ascontiguousarray(calibration[i : i + batch_size], dtype=np.float32)}
+            for i in range(0, len(calibration), batch_size)]
+
+
 def ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_size: int = 32) -> None:
     """ONNX Runtime static quantization (QDQ, U8 activations, S8 per-channel weights) calibrated on
     training inputs. Runs in a temp dir: the quantizer writes intermediate models to the cwd."""
@@ -95,15 +102,12 @@ def ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_siz
 
     import onnx
 
-    name = onnx.load(str(fp32_path)).graph.input[0].name
-
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size))
+            self.batches = iter(_feeds(onnx.load(str(fp32_path)), calibration, batch_size))
 
         def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {name: np.ascontiguousarray(batch, dtype=np.float32)}
+            return next(self.batches, None)
 
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,11 +134,9 @@ def nncf_ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batc
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = onnx.load(str(fp32_path))
-    name = model.graph.input[0].name
-    batches = [{name: np.ascontiguousarray(calibration[i : i + batch_size], dtype=np.float32)}
-               for i in range(0, len(calibration), batch_size)]
     with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):  # progress bars
-        quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calibration))
+        quantized = nncf.quantize(model, nncf.Dataset(_feeds(model, calibration, batch_size)),
+                                  subset_size=len(calibration))
     from edgedistill.io import write_bytes
 
     write_bytes(out_path, quantized.SerializeToString())

@@ -33,6 +33,7 @@ last conv/linear module in ``model.modules()`` order (the pruner leaves that one
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Callable
 
 import torch
@@ -118,42 +119,6 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet8(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(8, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet14(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(14, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet20(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(20, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet32(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(32, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet44(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(44, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet56(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(56, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet110(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(110, [16, 16, 32, 64], num_classes, in_channels)
-
-
-def resnet8x4(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(8, [32, 64, 128, 256], num_classes, in_channels)
-
-
-def resnet32x4(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return ResNet(32, [32, 64, 128, 256], num_classes, in_channels)
-
-
 # --- Wide ResNet (Zagoruyko & Komodakis 2016), RepDistiller models/wrn.py -------------------------------------
 
 class WideBasicBlock(nn.Module):
@@ -226,25 +191,13 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def wrn_16_1(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return WideResNet(16, num_classes, widen_factor=1, in_channels=in_channels)
-
-
-def wrn_16_2(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return WideResNet(16, num_classes, widen_factor=2, in_channels=in_channels)
-
-
-def wrn_40_1(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return WideResNet(40, num_classes, widen_factor=1, in_channels=in_channels)
-
-
-def wrn_40_2(num_classes: int, in_channels: int = 3) -> nn.Module:
-    return WideResNet(40, num_classes, widen_factor=2, in_channels=in_channels)
-
+# Names as in the distillation papers' code: resnet<depth> with widths 16/32/64, resnet<depth>x4 with
+# 4x widths, wrn_<depth>_<widen factor>. Each builds as fn(num_classes, in_channels=3).
+_RESNETS = {**{f"resnet{d}": (d, [16, 16, 32, 64]) for d in (8, 14, 20, 32, 44, 56, 110)},
+            "resnet8x4": (8, [32, 64, 128, 256]), "resnet32x4": (32, [32, 64, 128, 256])}
+_WRNS = {f"wrn_{d}_{k}": (d, k) for d in (16, 40) for k in (1, 2)}
 
 CIFAR_MODELS: dict[str, Callable[..., nn.Module]] = {
-    f.__name__: f for f in (
-        resnet8, resnet14, resnet20, resnet32, resnet44, resnet56, resnet110, resnet8x4, resnet32x4,
-        wrn_16_1, wrn_16_2, wrn_40_1, wrn_40_2,
-    )
+    **{name: partial(ResNet, depth, widths) for name, (depth, widths) in _RESNETS.items()},
+    **{name: partial(WideResNet, depth, widen_factor=k) for name, (depth, k) in _WRNS.items()},
 }

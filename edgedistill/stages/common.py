@@ -12,15 +12,23 @@ from edgedistill.models import ModelHandle, build_model
 from edgedistill.training import accuracy, predict
 
 
-def evaluate(handle: ModelHandle, ctx) -> dict:
-    """Held-out accuracy, parameters and MACs of a model: the columns of the report's stage table."""
+def evaluate(handle: ModelHandle, ctx, state=None) -> dict:
+    """Held-out accuracy, parameters and MACs of a model: the columns of the report's stage table; with the
+    pipeline state, also its top-1 agreement with the teacher, from the same forward pass."""
     logits = predict(handle.module, ctx.data.x_test)
-    return {"accuracy": accuracy(logits, ctx.data.y_test), **handle.size()}
+    record = {"accuracy": accuracy(logits, ctx.data.y_test), **handle.size()}
+    if state is not None:
+        record["agreement_with_teacher"] = teacher_agreement(ctx, state, logits)
+    return record
 
 
-def agreement(a: ModelHandle, b: ModelHandle, ctx) -> float:
-    """Share of held-out examples where two models predict the same class."""
-    return float((predict(a.module, ctx.data.x_test).argmax(-1) == predict(b.module, ctx.data.x_test).argmax(-1)).float().mean())
+def teacher_agreement(ctx, state, logits) -> float:
+    """Share of held-out examples where `logits` pick the teacher's class (the teacher's predictions are
+    computed once per run)."""
+    key = ("teacher_test_predictions", id(state.teacher.module))
+    if key not in ctx.cache:
+        ctx.cache[key] = predict(state.teacher.module, ctx.data.x_test).argmax(-1)
+    return float((logits.argmax(-1) == ctx.cache[key]).float().mean())
 
 
 def new_handle(ctx, cfg) -> ModelHandle:

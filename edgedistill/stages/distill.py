@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from edgedistill.stages.common import (agreement, evaluate, load_weights, make_task, new_handle, save_weights,
+from edgedistill.stages.common import (evaluate, load_weights, make_task, new_handle, save_weights,
                                        train)
 from edgedistill.training import accuracy, predict
 
@@ -42,8 +42,7 @@ def run(ctx, state, stage_dir):
     state.student = generations[-1]
     save_weights(state.student, stage_dir)
     record = {
-        "name": "distill", **evaluate(state.student, ctx), "history": histories[-1] or [],
-        "agreement_with_teacher": agreement(state.student, state.teacher, ctx),
+        "name": "distill", **evaluate(state.student, ctx, state), "history": histories[-1] or [],
         "temperature": cfg.temperature, "kd_weight": cfg.kd_weight, "ce_weight": cfg.ce_weight,
         "features": [f.model_dump() for f in cfg.features], "teacher_logits_cached": False, **info,
     }

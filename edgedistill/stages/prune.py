@@ -11,7 +11,7 @@ from edgedistill import io, latency
 from edgedistill.errors import RefusedError, UserError
 from edgedistill.models import count_macs_params
 from edgedistill.pruning import prune_to_budget, reshape_to, widths
-from edgedistill.stages.common import agreement, evaluate, make_task, train
+from edgedistill.stages.common import evaluate, make_task, train
 
 USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
@@ -67,7 +67,10 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
         ctx.log(f"    step {i}: {steps[-1]['macs']:,} MACs, accuracy {steps[-1]['accuracy']:.4f}"
                 + (f", p50 {steps[-1]['latency_ms']['p50']:.3f} ms" if "latency_ms" in steps[-1] else "")
                 + (f"  [{steps[-1]['flag']}]" if "flag" in steps[-1] else ""))
-        if cfg.latency_ms and steps[-1]["latency_ms"]["p50"] <= cfg.latency_ms:
+        last = steps[-1]
+        if cfg.latency_ms and last["latency_ms"]["p50"] <= cfg.latency_ms and (  # every budget given holds
+                cfg.macs_ratio is None or last["macs"] <= cfg.macs_ratio * base_macs) and (
+                cfg.params_ratio is None or last["params"] <= cfg.params_ratio * base_params):
             break
     else:
         if cfg.latency_ms:
@@ -94,13 +97,12 @@ def run(ctx, state, stage_dir):
     final = _measure(ctx, cfg, state.student, len(steps))
     first = steps[0]
     state.records["prune"] = {
-        "name": "prune", **evaluate(state.student, ctx), "history": history,
+        "name": "prune", **evaluate(state.student, ctx, state), "history": history,
         "channels": state.student.channels, "round_to": round_to, "importance": cfg.importance, "scope": cfg.scope,
         "budget": {"macs_ratio": cfg.macs_ratio, "params_ratio": cfg.params_ratio, "latency_ms": cfg.latency_ms},
         "macs_before": first["macs"], "params_before": first["params"], "accuracy_before": first["accuracy"],
         "macs_kept": final["macs"] / first["macs"], "accuracy_before_recovery": steps[-1]["accuracy"],
         "steps": steps, "after_recovery": final, "flags": [s["step"] for s in steps if "flag" in s],
-        "agreement_with_teacher": agreement(state.student, state.teacher, ctx),
     }
     if "latency_ms" in final:
         state.records["prune"]["speedup"] = first["latency_ms"]["p50"] / final["latency_ms"]["p50"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from edgedistill import io, quantize
-from edgedistill.stages.common import make_task, train
+from edgedistill.stages.common import make_task, teacher_agreement, train
 from edgedistill.training import accuracy, predict
 
 USES_TARGET = True
@@ -30,8 +30,9 @@ def run(ctx, state, stage_dir):
             "max_abs": float((fake_quant - logits).abs().max())}
     state.records["qat"] = {
         "name": "qat", "accuracy": accuracy(logits, ctx.data.y_test), **state.student.size(),
-        "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung], "quantizer": "torchao-pt2e-x86 (u8 act, s8 per-channel w)",
-        "agreement_with_teacher": float((logits.argmax(-1) == predict(state.teacher.module, ctx.data.x_test).argmax(-1)).float().mean()),
+        "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung],
+        "quantizer": "torchao-pt2e-x86 (u8 act, s8 per-channel w)",
+        "agreement_with_teacher": teacher_agreement(ctx, state, logits),
     }
     return state
 

@@ -3,7 +3,7 @@ or a copy of the teacher (`student.from_teacher`) to prune and quantize the teac
 
 from __future__ import annotations
 
-from edgedistill.stages.common import agreement, evaluate, load_weights, new_handle, save_weights
+from edgedistill.stages.common import evaluate, load_weights, new_handle, save_weights
 
 
 def run(ctx, state, stage_dir):
@@ -12,10 +12,8 @@ def run(ctx, state, stage_dir):
     if cfg.from_teacher:
         handle.module.load_state_dict(state.teacher.module.state_dict())
     save_weights(handle, stage_dir)
-    record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels, **evaluate(handle, ctx)}
-    teacher = state.records["teacher"]
-    record["params_vs_teacher"] = record["params"] / teacher["params"]
-    record["agreement_with_teacher"] = agreement(handle, state.teacher, ctx)
+    record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels, **evaluate(handle, ctx, state)}
+    record["params_vs_teacher"] = record["params"] / state.records["teacher"]["params"]
     state.student = handle
     state.records["student"] = record
     return state
