@@ -1,4 +1,4 @@
-"""The command line: compress, targets, recipe, bench, report.
+"""The command line: compress, targets, recipe, bench, check, report.
 
 Exit status: 0 done; 2 the input is wrong (one line, no traceback); 3 the pipeline refused its own result."""
 
@@ -116,6 +116,37 @@ def bench(
         return
     typer.echo(f"{model.name} on {result['target']}: p50 {result['p50']:.3f} ms, p90 {result['p90']:.3f} ms, "
                f"p99 {result['p99']:.3f} ms ({result['kind']}, {result['threads']} thread(s))")
+
+
+@app.command()
+def check(
+    model: Path = typer.Argument(..., help="An exported .onnx, .ort or .mlpackage."),
+    target: str = typer.Option(..., "--target", "-t", help="Target name or profile YAML."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Operators of an exported model, flagging those the target cannot run or runs off its accelerator.
+    Exit status 3 when something cannot run."""
+    from edgedistill.deployability import check_file
+    from edgedistill.targets import load_target
+
+    result = check_file(model, load_target(target))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        flags: dict[str, str] = {}
+        for kind in ("unsupported", "off_accelerator", "outside_reduced_build"):
+            for f in result[kind]:
+                flags[f["op"]] = "; ".join(filter(None, [flags.get(f["op"]), f"{kind}: {f['why']}"]))
+        width = max(len(op) for op in [*result["operators"], *flags])
+        typer.echo(f"{model.name} on {result['target']} ({result['runtime']}, {result['compute_unit']}, "
+                   f"accelerator: {result['accelerator'] or 'none'})")
+        for op in [*result["operators"], *(op for op in flags if op not in result["operators"])]:
+            typer.echo(f"  {op:<{width}} {result['operators'].get(op, ''):>5}  {flags.get(op, 'ok')}")
+        for note in result["notes"]:
+            typer.echo(f"note: {note}")
+        typer.echo("deployable" if result["ok"] else "NOT deployable: see 'unsupported' above")
+    if not result["ok"]:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -46,8 +46,10 @@ def for_file(path: Path, target, warmup: int = 20, repeats: int = 200) -> dict:
             sess = ortr.session(path, ortr.host_threads(target.threads))
         except Exception as e:  # onnxruntime's own errors: a file it cannot load
             raise UserError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
-        shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape]
-        example = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        first = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in first.shape]
+        example = (np.ones(shape, dtype=np.int64) if first.type.startswith("tensor(int") else  # token ids
+                   np.random.default_rng(0).standard_normal(shape).astype(np.float32))
         lat = ortr.latency_ms(sess, example, warmup, repeats)
         return {**lat, "kind": "measured", "threads": ortr.host_threads(target.threads), "batch": 1,
                 "runtime": "onnxruntime-cpu", "target": target.name}

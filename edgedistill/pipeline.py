@@ -112,7 +112,11 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
 
             ctx.progress = StageProgress()
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
-        ctx.data = load_data(recipe.data, recipe.seed).to(ctx.device)
+        ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        if distributed.is_main() and recipe.stages.export.enabled:
+            from edgedistill import preflight
+
+            preflight.run(ctx)
         distributed.barrier()  # rank 0 has locked and cleaned the run directory
         ctx.event("run_start", target=target.name, recipe=recipe.name, device=str(ctx.device))
         state = State()
@@ -123,9 +127,10 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             fingerprint = _fingerprint(fingerprint, recipe, target, name, getattr(stage, "USES_TARGET", False))
             stage_dir = out / f"{index:02d}-{name}"
             label = f"[{index}/{len(stages)}] {name}"
-            if not cfg.enabled:
+            off = "disabled in the recipe" if not cfg.enabled else getattr(stage, "not_applicable", lambda r: None)(recipe)
+            if off:
                 fingerprint += "-off"
-                ctx.log(f"{label}: disabled in the recipe")
+                ctx.log(f"{label}: {off}")
                 continue
             done = stage_dir / "done.json"
             main_only = getattr(stage, "MAIN_ONLY", False)

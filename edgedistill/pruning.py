@@ -54,19 +54,33 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
     that would keep 0 channels is silently left at full width), so a plain bisection can go wrong: scan the
     ratio upward on a grid to the first feasible point, then bisect inside that last interval.
     Returns (pruned copy, channel ratio used); the input model is untouched."""
-    modules = dict(model.named_modules())
-    unknown = [n for n in ignore if n not in modules]
-    if unknown:
-        raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
-                        f"{', '.join(n for n in list(modules)[1:6])}")
-    if importance == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise UserError("stages.prune.importance: bn_scale needs BatchNorm layers, this model has none; use l2 or taylor")
+    if spec.is_text:  # attention heads and FFN neurons
+        from edgedistill import head_pruning
+
+        if ignore:
+            raise UserError("stages.prune.ignore: not supported for transformers (heads and FFN widths are "
+                            "pruned in every layer); remove it")
+
+        def prune(m: nn.Module, ratio: float) -> nn.Module:
+            return head_pruning.prune_copy(m, ratio, importance=importance, round_to=round_to,
+                                           global_pruning=global_pruning, calibration=calibration)
+    else:
+        modules = dict(model.named_modules())
+        unknown = [n for n in ignore if n not in modules]
+        if unknown:
+            raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
+                            f"{', '.join(n for n in list(modules)[1:6])}")
+        if importance == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise UserError("stages.prune.importance: bn_scale needs BatchNorm layers, this model has none; use l2 or taylor")
+        # The classifier's outputs are the classes: never prune them.
+        classifier = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+        kw = dict(importance=importance, round_to=round_to, ignore=[classifier, *ignore],
+                  global_pruning=global_pruning, calibration=calibration)
+
+        def prune(m: nn.Module, ratio: float) -> nn.Module:
+            return _prune_copy(m, spec, ratio, **kw)
     if importance == "taylor" and calibration is None:
         raise ValueError("taylor importance needs a calibration batch")
-    # The classifier's outputs are the classes: never prune them.
-    classifier = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    kw = dict(importance=importance, round_to=round_to, ignore=[classifier, *ignore], global_pruning=global_pruning,
-              calibration=calibration)
     was_training = model.training
 
     def fits(m: nn.Module) -> bool:
@@ -78,7 +92,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
     lo, best, hi = 0.0, None, None
     for step in range(1, int(0.95 / grid) + 1):
         ratio = step * grid
-        candidate = _prune_copy(model, spec, ratio, **kw)
+        candidate = prune(model, ratio)
         if fits(candidate):
             best, hi = candidate, ratio
             break
@@ -89,7 +103,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
                         f"{round_to} and these layers kept; relax the budget or lower stages.prune.round_to")
     for _ in range(iters):  # lo is infeasible (or 0), hi feasible
         mid = (lo + hi) / 2
-        candidate = _prune_copy(model, spec, mid, **kw)
+        candidate = prune(model, mid)
         if fits(candidate):
             best, hi = candidate, mid
         else:
@@ -107,7 +121,13 @@ def prune_to_macs(model: nn.Module, spec: ModelSpec, keep_ratio: float, **kw) ->
 
 
 def widths(model: nn.Module) -> list[int]:
-    """Output channels/features of each conv and linear layer, the classifier last."""
+    """Output channels/features of each conv and linear layer, the classifier last; for transformers, the
+    heads of each layer and the FFN width."""
+    from edgedistill.models import hf
+
+    if isinstance(model, hf.TextClassifier):
+        shape = hf.shape(model)
+        return [*shape["heads"], shape["intermediate_size"], model.hf.config.num_labels]
     return [m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
@@ -117,6 +137,12 @@ def reshape_to(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modu
 
     This restores a pruned model from plain tensors (weights_only), where torch-pruning's own
     tp.state_dict pickles whole modules."""
+    from edgedistill.models import hf
+
+    if isinstance(model, hf.TextClassifier):  # heads and FFN widths, through transformers' own surgery
+        hf.reshape_to(model, state_dict)
+        model.load_state_dict(state_dict, strict=True)
+        return model
     for prefix, mod in model.named_modules():
         pre = f"{prefix}." if prefix else ""
         for name, p in list(mod.named_parameters(recurse=False)):

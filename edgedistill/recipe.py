@@ -43,23 +43,40 @@ class Augment(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "npz", "folder"] = "digits"
+    dataset: Literal["digits", "npz", "folder", "text"] = "digits"
     path: Path | None = Field(None, description="npz arrays/encoded images (dataset: npz) or an image folder")
+    train: Path | None = Field(None, description="text: the training split, a .csv/.tsv/.jsonl file or an npz "
+                                                 "of strings (x_train, y_train and optionally x_test, y_test)")
+    test: Path | None = Field(None, description="text: the held-out split (same formats); None: the npz's "
+                                                "x_test/y_test, else test_fraction of train")
+    text_column: str = Field("text", description="text: the column (CSV/TSV header, JSONL key) with the text")
+    label_column: str = Field("label", description="text: the column with the label (class index or name)")
+    max_length: int = Field(128, ge=4, le=4096, description="text: tokens per example (padded/truncated)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share when the data has no test split")
     batch_size: int = Field(64, ge=1)
+    limit_train: int | None = Field(None, ge=1, description="train on a seeded random subset of this many "
+                                                            "examples (quick trials); the test split stays whole")
     normalization: Normalization | None = Field(None, description="None: computed from the training split")
     labels: list[str] | None = None
     augment: Augment = Augment()
 
     @model_validator(mode="after")
     def _path_for_files(self) -> "DataConfig":
-        if self.dataset != "digits" and self.path is None:
+        if self.dataset == "text":
+            if self.train is None:
+                raise ValueError("dataset 'text' needs data.train (a .csv, .tsv, .jsonl or .npz file)")
+            if self.augment.active:
+                raise ValueError("data.augment is for images; remove it for dataset 'text'")
+        elif self.dataset != "digits" and self.path is None:
             raise ValueError(f"dataset '{self.dataset}' needs data.path")
+        elif self.train is not None or self.test is not None:
+            raise ValueError("data.train/data.test are for dataset 'text'; images use data.path")
         return self
 
 
 class ModelConfig(Strict):
-    arch: str = Field("cnn", description="a name from the model zoo: cnn, mlp, resnet20, wrn_40_2, ...")
+    arch: str = Field("cnn", description="a name from the model zoo: cnn, mlp, resnet20, wrn_40_2, ..., or hf "
+                                         "(a Hugging Face BERT-family sequence classifier)")
     channels: list[int] | None = Field(None, description="cnn: conv widths per block; mlp: hidden sizes")
     dropout: float = Field(0.0, ge=0, lt=1, description="mlp: dropout after each hidden layer")
 
@@ -74,12 +91,44 @@ class ModelConfig(Strict):
 class StudentConfig(ModelConfig):
     from_teacher: bool = Field(False, description="start from the teacher's weights (same arch): prune and "
                                                   "quantize the teacher itself, the original still supervising")
+    layers: int | None = Field(None, ge=1, description="hf: transformer layers (default: half the teacher's)")
+    init_layers: list[int] | None = Field(
+        None, description="hf: the teacher layers the student's start from (default: evenly spaced, as DistilBERT)")
+    hidden_size: int | None = Field(None, ge=1, description="hf: a narrower width (then randomly initialised)")
+    heads: int | None = Field(None, ge=1, description="hf: attention heads of a narrower student")
+    intermediate_size: int | None = Field(None, ge=1, description="hf: FFN width of a narrower student")
+
+    @model_validator(mode="after")
+    def _hf_fields(self) -> "StudentConfig":
+        given = [k for k in ("layers", "init_layers", "hidden_size", "heads", "intermediate_size")
+                 if getattr(self, k) is not None]
+        if given and self.arch != "hf":
+            raise ValueError(f"{given[0]} applies to arch 'hf' only")
+        if given and self.from_teacher:
+            raise ValueError(f"from_teacher keeps the teacher's shape; remove {given[0]}")
+        if self.layers is not None and self.init_layers is not None and len(self.init_layers) != self.layers:
+            raise ValueError(f"init_layers lists {len(self.init_layers)} layers but layers is {self.layers}")
+        return self
 
 
 class TeacherConfig(ModelConfig):
     checkpoint: Path | None = Field(None, description="state_dict to load; None: train the teacher")
     normalization: Normalization | None = Field(
         None, description="the teacher's own input normalization when it differs from the student's")
+    path: Path | None = Field(None, description="hf: a local Hugging Face model directory (config, weights, "
+                                                "tokenizer): a sequence classifier, or an encoder to fine-tune")
+    finetune: bool | None = Field(None, description="hf: fine-tune with stages.teacher; None: only when the "
+                                                    "directory has no classification head for the data's classes")
+
+    @model_validator(mode="after")
+    def _hf_fields(self) -> "TeacherConfig":
+        if self.arch == "hf" and self.path is None:
+            raise ValueError("arch 'hf' needs teacher.path, a local Hugging Face model directory")
+        if self.arch != "hf" and (self.path is not None or self.finetune is not None):
+            raise ValueError("path and finetune apply to arch 'hf' only; zoo teachers load a checkpoint")
+        if self.arch == "hf" and (self.checkpoint is not None or self.normalization is not None):
+            raise ValueError("arch 'hf' loads from teacher.path; remove checkpoint/normalization")
+        return self
 
 
 class StageBase(Strict):
@@ -97,15 +146,26 @@ class TrainStage(StageBase):
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm")
 
 
+class LayerMatch(Strict):
+    """Transformer layer-to-layer terms (TinyBERT): student layer i learns the hidden states (through a
+    learned projection where widths differ) and the attention probabilities of teacher layer mapping[i]."""
+
+    mapping: Literal["uniform"] | list[int] = Field(
+        "uniform", description="uniform: student layer i <- teacher layer (i+1)*L_t/L_s - 1; or teacher indices")
+    hidden_weight: float = Field(1.0, ge=0, description="MSE of hidden states (and of the embeddings' output)")
+    attention_weight: float = Field(1.0, ge=0, description="KL of attention probabilities, averaged over heads")
+
+
 class FeatureMatch(Strict):
     """One intermediate-layer term: the student's module output at `student` learns from the teacher's at
     `teacher` (module paths as in model.named_modules(), e.g. layer2)."""
 
     student: str
     teacher: str
-    kind: Literal["fitnet", "attention"] = Field(
-        "fitnet", description="fitnet: MSE through a learned 1x1 projection (Romero et al. 2015); "
-                              "attention: spatial attention maps (Zagoruyko & Komodakis 2017)")
+    kind: Literal["fitnet", "attention", "attention_probs"] = Field(
+        "fitnet", description="fitnet: MSE through a learned projection (Romero et al. 2015); attention: "
+                              "spatial attention maps (Zagoruyko & Komodakis 2017); attention_probs: a "
+                              "transformer self-attention module's probabilities (TinyBERT)")
     weight: float = Field(1.0, ge=0)
 
 
@@ -116,6 +176,7 @@ class KDStage(TrainStage):
     kd_weight: float = Field(0.9, ge=0)
     ce_weight: float = Field(0.1, ge=0)
     features: list[FeatureMatch] = Field(default_factory=list)
+    layer_match: LayerMatch | None = Field(None, description="hf models: layer-to-layer hidden and attention terms")
     cache_teacher: bool | None = Field(
         None, description="compute teacher logits once and reuse them; None: when the data has no augmentation")
     cache_topk: int | None = Field(
@@ -168,7 +229,7 @@ class QatStage(KDStage):
 
     @model_validator(mode="after")
     def _logits_only(self) -> "QatStage":
-        if self.features:
+        if self.features or self.layer_match:
             raise ValueError("feature terms are not supported in QAT; keep them in distill and prune")
         return self
 
@@ -233,6 +294,15 @@ class Recipe(Strict):
             raise ValueError("student.from_teacher needs student.arch and channels equal to the teacher's")
         return self
 
+    @model_validator(mode="after")
+    def _text_needs_hf(self) -> "Recipe":
+        text, hf = self.data.dataset == "text", (self.teacher.arch == "hf", self.student.arch == "hf")
+        if text and not all(hf):
+            raise ValueError("dataset 'text' needs teacher.arch and student.arch 'hf'")
+        if any(hf) and not text:
+            raise ValueError("arch 'hf' needs data.dataset 'text'")
+        return self
+
     def stage_fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output: data, models, seed and its config."""
         keep = {k: v for k, v in self.model_dump(mode="json").items() if k not in ("name", "description", "stages")}
@@ -292,7 +362,8 @@ def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
     for assignment in overrides:
         apply_override(raw, assignment)
     recipe = validate(Recipe, raw, source)
-    for section, field in (("data", "path"), ("teacher", "checkpoint")):
+    for section, field in (("data", "path"), ("data", "train"), ("data", "test"), ("teacher", "checkpoint"),
+                           ("teacher", "path")):
         obj = getattr(recipe, section)
         value = getattr(obj, field)
         if value is not None:

@@ -1,7 +1,8 @@
 """Datasets as tensors: a train split, a held-out split, and the preprocessing the model expects.
 
 Images arrive as pixels in [0, 1] (N, C, H, W); the model sees them normalized by the recipe's
-(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias."""
+(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias. Text arrives as token ids from the teacher's tokenizer
+(edgedistill.data.text)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from edgedistill.recipe import DataConfig
 
 @dataclass
 class DataBundle:
-    x_train: torch.Tensor  # normalized float32 (N, C, H, W)
+    x_train: torch.Tensor  # normalized float32 (N, C, H, W), or token ids int64 (N, L)
     y_train: torch.Tensor  # int64 (N,)
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -52,16 +53,47 @@ def _load_arrays(cfg: DataConfig, seed: int):
 
     if arrays.x_test is not None:
         return nchw(arrays.x_train), arrays.y_train, nchw(arrays.x_test), arrays.y_test, arrays.class_names
-    try:
-        x_tr, x_te, y_tr, y_te = train_test_split(arrays.x_train, arrays.y_train, test_size=cfg.test_fraction,
-                                                  random_state=seed, stratify=arrays.y_train)
-    except ValueError as e:
-        raise UserError(f"data.test_fraction: cannot split {len(arrays.y_train)} examples ({e}); "
-                        "give a test split or more examples per class") from None
+    x_tr, x_te, y_tr, y_te = _split(arrays.x_train, arrays.y_train, cfg, seed)
     return nchw(x_tr), y_tr, nchw(x_te), y_te, arrays.class_names
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataBundle:
+def _split(x: list, y: list, cfg: DataConfig, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y)
+    except ValueError as e:
+        raise UserError(f"data.test_fraction: cannot split {len(y)} examples ({e}); "
+                        "give a test split or more examples per class") from None
+
+
+def load_text(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
+    """Token ids (N, max_length) from the teacher's tokenizer; the spec carries the padding id."""
+    from edgedistill.data import text
+    from edgedistill.models.hf import load_tokenizer
+
+    x_tr, y_tr, x_te, y_te = text.read_splits(cfg)
+    if x_te is None:
+        x_tr, x_te, y_tr, y_te = _split(x_tr, y_tr, cfg, seed)
+    y_tr, y_te, labels = text.label_indices(list(y_tr), list(y_te), cfg.labels)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"teacher.path: the tokenizer in {tokenizer_dir} has no padding token; set one and save it")
+    spec = ModelSpec(task="text-classification", input_shape=(cfg.max_length,), num_classes=len(labels),
+                     labels=tuple(labels), mean=(), std=(), pad_id=int(tokenizer.pad_token_id))
+    ids = [torch.from_numpy(text.tokenize(tokenizer, list(x), cfg.max_length)) for x in (x_tr, x_te)]
+    return DataBundle(ids[0], torch.from_numpy(y_tr), ids[1], torch.from_numpy(y_te), spec)
+
+
+def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None) -> DataBundle:
+    data = load_text(cfg, seed, tokenizer_dir) if cfg.dataset == "text" else _load_images(cfg, seed)
+    if cfg.limit_train is not None and cfg.limit_train < len(data.y_train):  # a seeded subset, same every run
+        keep = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[: cfg.limit_train]
+        data = DataBundle(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.spec)
+    return data
+
+
+def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
     x_tr, y_tr, x_te, y_te, names = _load_arrays(cfg, seed)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.distill.features import FeatureTap, attention_loss, fitnet_loss, projection
+from edgedistill.distill.features import (FeatureTap, attention_loss, attention_probs_loss, fitnet_loss,
+                                         projection)
 from edgedistill.distill.losses import kd_loss
 
 
@@ -61,8 +62,8 @@ class DistillationTask(nn.Module):
         if self.features:
             if student is None or example_input is None:
                 raise ValueError("feature terms need the student and an example input")
-            self._taps = (FeatureTap(student, [f.student for f in self.features], "student"),
-                          FeatureTap(teacher, [f.teacher for f in self.features], "teacher"))
+            self._taps = (FeatureTap(student, [(f.student, f.kind) for f in self.features], "student"),
+                          FeatureTap(teacher, [(f.teacher, f.kind) for f in self.features], "teacher"))
             self._build_projections(student, example_input)
 
     def _key(self, f) -> str:
@@ -78,7 +79,8 @@ class DistillationTask(nn.Module):
         s_out, t_out = self._taps[0].outputs, self._taps[1].outputs
         for f in self.features:
             if f.kind == "fitnet":
-                self.projections[self._key(f)] = projection(s_out[f.student], t_out[f.teacher]).to(example.device)
+                self.projections[self._key(f)] = projection(s_out[f.student, f.kind],
+                                                            t_out[f.teacher, f.kind]).to(example.device)
 
     @torch.no_grad()
     def cache_teacher_logits(self, x_train: torch.Tensor, batch_size: int = 1024, topk: int | None = None) -> dict:
@@ -113,9 +115,13 @@ class DistillationTask(nn.Module):
             s_out, t_out = self._taps[0].outputs, self._taps[1].outputs
             for f in self.features:
                 key = self._key(f)
-                t_feat = t_out[f.teacher].detach()
-                term = (fitnet_loss(s_out[f.student], t_feat, self.projections[key]) if f.kind == "fitnet"
-                        else attention_loss(s_out[f.student], t_feat))
+                s_feat, t_feat = s_out[f.student, f.kind], t_out[f.teacher, f.kind].detach()
+                if f.kind == "fitnet":
+                    term = fitnet_loss(s_feat, t_feat, self.projections[key])
+                elif f.kind == "attention_probs":
+                    term = attention_probs_loss(s_feat, t_feat)
+                else:
+                    term = attention_loss(s_feat, t_feat)
                 losses[key] = term
                 total = total + f.weight * term
         return {"loss": total, **losses, "output": out}
@@ -128,6 +134,8 @@ class DistillationTask(nn.Module):
 
     @classmethod
     def from_stage(cls, teacher: nn.Module, cfg, student: nn.Module | None = None,
-                   example_input: torch.Tensor | None = None, teacher_input=None) -> "DistillationTask":
+                   example_input: torch.Tensor | None = None, teacher_input=None,
+                   features: Sequence | None = None) -> "DistillationTask":
+        features = getattr(cfg, "features", ()) if features is None else features
         return cls(teacher, cfg.temperature, cfg.kd_weight, cfg.ce_weight, student=student,
-                   features=getattr(cfg, "features", ()), example_input=example_input, teacher_input=teacher_input)
+                   features=features, example_input=example_input, teacher_input=teacher_input)

@@ -1,5 +1,6 @@
-"""Core ML: an .mlpackage an iOS app loads as is: image input (the app passes a CVPixelBuffer), class
-labels, metadata, the profile's deployment target. Converting works on Linux; predicting needs macOS."""
+"""Core ML: an .mlpackage an iOS app loads as is: image input (the app passes a CVPixelBuffer) or, for
+text, int32 token ids at the recipe's sequence length; class labels, metadata, the profile's deployment
+target. Converting works on Linux; predicting needs macOS."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from edgedistill.io import atomic_path
 from edgedistill.models import ModelSpec
 
 INPUT_NAME = "image"
+TEXT_INPUT_NAME = "input_ids"
 OUTPUTS = ("classLabel", "classLabel_probs")
 
 
@@ -35,29 +38,51 @@ class _ImageClassifier(nn.Module):
         return torch.softmax(self.model((image - self.mean) / self.std), dim=-1)
 
 
+class _TextClassifier(nn.Module):
+    """int32 token ids (what Core ML passes as integers) -> the model's int64 ids -> softmax."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return torch.softmax(self.model(ids.long()), dim=-1)
+
+
+def _inputs(ct, module: nn.Module, spec: ModelSpec, path: Path):
+    """(wrapped module, example, Core ML input type, input description) for images or token ids."""
+    if spec.is_text:
+        (length,) = spec.input_shape
+        example = spec.example_input(1).int()
+        return (_TextClassifier(module), example, ct.TensorType(name=TEXT_INPUT_NAME, shape=(1, length), dtype=np.int32),
+                f"Token ids from the model's tokenizer, {length} per text, padded with {spec.pad_id}")
+    channels, height, width = spec.input_shape
+    if channels not in (1, 3):
+        raise RefusedError(f"export {path.name}: Core ML image inputs need 1 or 3 channels, the model has {channels}")
+    image = ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1.0 / 255,
+                         color_layout=ct.colorlayout.GRAYSCALE if channels == 1 else ct.colorlayout.RGB)
+    return (_ImageClassifier(module, spec.mean, spec.std), torch.rand(1, channels, height, width), image,
+            f"{'Grayscale' if channels == 1 else 'RGB'} image, {width}x{height} pixels, 8 bits per channel")
+
+
 def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_target: str, compute_units: str,
               precision: str, description: str, version: str) -> None:
-    """Convert and save atomically. `precision` is "fp16" or "w8a8" (a PT2E int8 graph, kept as quantize/
-    dequantize ops that the Neural Engine runs in int8)."""
+    """Convert and save atomically. `precision` is "fp16", "w8a8" (a PT2E int8 graph, kept as quantize/
+    dequantize ops that the Neural Engine runs in int8) or "w8" (fp16 activations, weights stored as int8)."""
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
     import coremltools as ct
 
     module = module.cpu()
-    channels, height, width = spec.input_shape
-    if channels not in (1, 3):
-        raise RefusedError(f"export {path.name}: Core ML image inputs need 1 or 3 channels, the model has {channels}")
-    wrapped = _ImageClassifier(module, spec.mean, spec.std)
+    wrapped, example, input_type, input_doc = _inputs(ct, module, spec, path)
     wrapped.training = False  # not .eval(): a PT2E graph refuses it, and `module` arrives in eval mode
-    example = torch.rand(1, channels, height, width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             program = torch.export.export(wrapped, (example,)).run_decompositions()
             mlmodel = ct.convert(
                 program,
-                inputs=[ct.ImageType(name=INPUT_NAME, shape=(1, channels, height, width), scale=1.0 / 255,
-                                     color_layout=ct.colorlayout.GRAYSCALE if channels == 1 else ct.colorlayout.RGB)],
+                inputs=[input_type],
                 classifier_config=ct.ClassifierConfig(list(spec.labels)),
                 convert_to="mlprogram",
                 minimum_deployment_target=getattr(ct.target, deployment_target),
@@ -65,6 +90,11 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
                 compute_units=getattr(ct.ComputeUnit, compute_units),
                 skip_model_load=True,  # loading needs the Core ML runtime (macOS)
             )
+            if precision == "w8":
+                import coremltools.optimize.coreml as cto
+
+                config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
+                mlmodel = cto.linear_quantize_weights(mlmodel, config)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise RefusedError(f"export {path.name}: Core ML conversion failed: {first}") from None
@@ -72,12 +102,12 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
     mlmodel.version = version
     mlmodel.license = "Same license as the model it was distilled from"
     mlmodel.author = "edgedistill"
-    mlmodel.input_description[INPUT_NAME] = (
-        f"{'Grayscale' if channels == 1 else 'RGB'} image, {width}x{height} pixels, 8 bits per channel")
+    mlmodel.input_description[input_type.name] = input_doc
     mlmodel.output_description["classLabel"] = "Most likely class"
     mlmodel.output_description["classLabel_probs"] = "Probability of each class"
-    mlmodel.user_defined_metadata.update({"precision": precision, "compute_units": compute_units,
-                                          "normalization_mean": str(list(spec.mean)),
+    mlmodel.user_defined_metadata.update({"precision": precision, "compute_units": compute_units})
+    mlmodel.user_defined_metadata.update({"pad_id": str(spec.pad_id)} if spec.is_text else
+                                         {"normalization_mean": str(list(spec.mean)),
                                           "normalization_std": str(list(spec.std))})
     with atomic_path(path) as tmp:
         mlmodel.save(str(tmp))
@@ -95,11 +125,16 @@ def inspect(path: Path) -> dict:
     classify = next(o for o in ops if o.type == "classify")
     labels = [v.immediateValue.tensor.strings.values[0]
               for v in classify.inputs["classes"].arguments[0].value.immediateValue.list.values]
-    image = d.input[0].type.imageType
+    first = d.input[0]
+    kind = first.type.WhichOneof("Type")
+    if kind == "imageType":
+        shape = {"width": first.type.imageType.width, "height": first.type.imageType.height}
+    else:
+        array = first.type.multiArrayType
+        shape = {"shape": list(array.shape), "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType)}
     return {
         "specification_version": spec.specificationVersion,
-        "input": {"name": d.input[0].name, "type": d.input[0].type.WhichOneof("Type"),
-                  "width": image.width, "height": image.height},
+        "input": {"name": first.name, "type": kind, **shape},
         "outputs": {o.name: o.type.WhichOneof("Type") for o in d.output},
         "labels": labels,
         "ops": sorted({o.type for o in ops}),

@@ -12,14 +12,21 @@ from torch import nn
 class ModelSpec:
     """What a model expects and produces; the same for teacher and student of one task."""
 
-    task: str  # "image-classification"
-    input_shape: tuple[int, ...]  # one example, e.g. (1, 8, 8)
+    task: str  # "image-classification" or "text-classification"
+    input_shape: tuple[int, ...]  # one example, e.g. (1, 8, 8), or (max_length,) token ids
     num_classes: int
     labels: tuple[str, ...]
-    mean: tuple[float, ...]  # inputs are (pixel/255 - mean) / std, per channel
+    mean: tuple[float, ...]  # images: inputs are (pixel/255 - mean) / std, per channel
     std: tuple[float, ...]
+    pad_id: int | None = None  # text: the padding token id (the attention mask comes from it)
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text-classification"
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
+        if self.is_text:  # any token that is not padding
+            return torch.full((batch, *self.input_shape), 2 if self.pad_id == 1 else 1, dtype=torch.long)
         return torch.zeros((batch, *self.input_shape))
 
 
@@ -36,8 +43,14 @@ class ModelHandle:
 
 
 def count_macs_params(module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
-    """Multiply-accumulates for one example, and parameter count (torch-pruning's counter)."""
+    """Multiply-accumulates for one example, and parameter count (torch-pruning's counter; for
+    transformers, an exact count at the recipe's sequence length)."""
     import torch_pruning as tp
+
+    if spec.is_text:
+        from edgedistill.models.hf import transformer_macs
+
+        return transformer_macs(module, spec.input_shape[0]), sum(p.numel() for p in module.parameters())
 
     device = next(module.parameters()).device
     was_training = module.training

@@ -124,6 +124,7 @@ def build(run_dir: Path) -> dict:
         "parity": export.get("parity", []),
         "stage_wall_s": _stage_wall_s(results),
         "usage": export.get("usage"),
+        "preflight": json.loads((run_dir / "preflight.json").read_text()) if (run_dir / "preflight.json").exists() else None,
         "environment": json.loads(env_path.read_text()) if env_path.exists() else {},
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -99,6 +99,21 @@ def parity_table(report: dict) -> Table:
     return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff"], rows, "llrr")
 
 
+def deployability_table(report: dict) -> Table | None:
+    """The operator check against the target: before training (preflight) and for each exported file."""
+    rows = []
+    checks = [("before training", _text(_dict(report.get("preflight")).get("checked")), _dict(report.get("preflight")))]
+    checks += [(_text(a.get("kind")), _text(a.get("path")), _dict(a.get("deployability")))
+               for a in _records(report.get("artifacts"))]
+    for when, what, c in checks:
+        if "ok" in c:
+            rows.append([when, what, "yes" if c["ok"] else "NO", ", ".join(map(str, c.get("unsupported") or [])) or "-",
+                         ", ".join(map(str, c.get("off_accelerator") or [])) or "-", _text(c.get("accelerator") or "-")])
+    if not rows:
+        return None
+    return Table(["checked", "model", "runs", "unsupported ops", "off the accelerator", "accelerator"], rows, "lcllll")
+
+
 def pruning_table(report: dict) -> Table | None:
     """The prune stage's evidence: every step measured, then the model after its final recovery."""
     prune = next((s for s in _records(report.get("stages")) if s.get("name") == "prune"), {})
@@ -214,9 +229,10 @@ def environment_table(report: dict) -> Table:
 
 
 def _tables(report: dict) -> list[tuple[str, Table]]:
-    pruning = pruning_table(report)
+    pruning, deployable = pruning_table(report), deployability_table(report)
     return ([("Stages", stage_table(report))] + ([("Pruning steps", pruning)] if pruning else [])
-            + [("Artifacts", artifact_table(report)), ("Parity", parity_table(report))])
+            + [("Artifacts", artifact_table(report)), ("Parity", parity_table(report))]
+            + ([("Deployability on the target", deployable)] if deployable else []))
 
 
 PER_CLASS = "Per-class accuracy"  # its section is left out for reports recorded before confusion matrices
@@ -536,14 +552,25 @@ let config = MLModelConfiguration()
 config.computeUnits = .all
 let model = try MLModel(contentsOf: url, configuration: config)
 
-// pixelBuffer: a CVPixelBuffer{io_.image} holding the image to classify.
-let input = try MLDictionaryFeatureProvider(
-    dictionary: ["{usage.get("coreml_input") or "image"}": MLFeatureValue(pixelBuffer: pixelBuffer)])
+{_swift_input(usage, io_)}
 let output = try model.prediction(from: input)
 if let label = output.featureValue(for: "{label}")?.stringValue,
    let probs = output.featureValue(for: "{probs}")?.dictionaryValue {{
     print(label, probs[label] ?? 0)
 }}"""
+
+
+def _swift_input(usage: dict, io_: _IO) -> str:
+    name = usage.get("coreml_input") or "image"
+    if usage.get("sequence_length"):
+        n = int(usage["sequence_length"])
+        return f"""// tokenIds: [Int32] from the model's tokenizer (saved with the hf-onnx directory), padded to {n} with {usage.get("pad_id")}.
+let ids = try MLMultiArray(shape: [1, {n}], dataType: .int32)
+for (i, id) in tokenIds.enumerated() {{ ids[i] = NSNumber(value: id) }}
+let input = try MLDictionaryFeatureProvider(dictionary: ["{name}": MLFeatureValue(multiArray: ids)])"""
+    return f"""// pixelBuffer: a CVPixelBuffer{io_.image} holding the image to classify.
+let input = try MLDictionaryFeatureProvider(
+    dictionary: ["{name}": MLFeatureValue(pixelBuffer: pixelBuffer)])"""
 
 
 def _kotlin(path: PurePosixPath, usage: dict, io_: _IO) -> str:
@@ -554,7 +581,7 @@ def _kotlin(path: PurePosixPath, usage: dict, io_: _IO) -> str:
     return f"""import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
-import java.nio.FloatBuffer
+import java.nio.{"LongBuffer" if usage.get("sequence_length") else "FloatBuffer"}
 
 val env = OrtEnvironment.getEnvironment()
 // Put {path.name} in app/src/main/assets; `context` is your Activity.
@@ -563,15 +590,23 @@ val session = env.createSession(modelBytes, OrtSession.SessionOptions())
 {labels_line}
 
 val shape = longArrayOf({", ".join(map(str, io_.shape))})
-val pixels = FloatBuffer.allocate({" * ".join(map(str, io_.shape))})
-// pixels.put(...) the image, {io_.norm or "as the model expects"}; then pixels.rewind().
-OnnxTensor.createTensor(env, pixels, shape).use {{ tensor ->
+{_kotlin_input(usage, io_)}
+OnnxTensor.createTensor(env, buffer, shape).use {{ tensor ->
     session.run(mapOf("{io_.name}" to tensor)).use {{ result ->
         @Suppress("UNCHECKED_CAST")
         val scores = (result[0].value as Array<FloatArray>)[0]
         println(labels[scores.indices.maxBy {{ scores[it] }}])
     }}
 }}"""
+
+
+def _kotlin_input(usage: dict, io_: _IO) -> str:
+    size = " * ".join(map(str, io_.shape))
+    if usage.get("sequence_length"):
+        return (f"val buffer = LongBuffer.allocate({size})\n// buffer.put(...) the token ids from the model's "
+                f"tokenizer, padded with {usage.get('pad_id')}; then buffer.rewind().")
+    return (f"val buffer = FloatBuffer.allocate({size})\n// buffer.put(...) the image, "
+            f"{io_.norm or 'as the model expects'}; then buffer.rewind().")
 
 
 def _usage_html(report: dict) -> str:

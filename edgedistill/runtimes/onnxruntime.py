@@ -24,22 +24,41 @@ def session(path: Path, threads: int = 1, optimized_path: Path | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def logits(sess, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def latency_ms(sess, example: np.ndarray, warmup: int, repeats: int) -> dict:
+def feed(sess, x: np.ndarray, pad_id: int = 0) -> dict:
+    """The session's inputs for a batch: the one input as is (pixels, or token ids), or for a Hugging Face
+    graph (input_ids, attention_mask[, token_type_ids]) the mask and segment ids derived from the ids."""
+    inputs = sess.get_inputs()
+    if len(inputs) == 1:
+        return {inputs[0].name: np.ascontiguousarray(x, dtype=DTYPES.get(inputs[0].type, np.float32))}
+    ids = np.ascontiguousarray(x, dtype=np.int64)
+    derived = {"input_ids": ids, "attention_mask": (ids != pad_id).astype(np.int64),
+               "token_type_ids": np.zeros_like(ids)}
+    unknown = [i.name for i in inputs if i.name not in derived]
+    if unknown:
+        from edgedistill.errors import UserError
+
+        raise UserError(f"model input '{unknown[0]}': only token-id inputs (input_ids, attention_mask, "
+                        "token_type_ids) can be fed; export the model with those")
+    return {i.name: derived[i.name] for i in inputs}
+
+
+def logits(sess, x: np.ndarray, batch_size: int = 256, pad_id: int = 0) -> np.ndarray:
+    return np.concatenate([sess.run(None, feed(sess, x[i : i + batch_size], pad_id))[0]
+                           for i in range(0, len(x), batch_size)])
+
+
+def latency_ms(sess, example: np.ndarray, warmup: int, repeats: int, pad_id: int = 0) -> dict:
     """Batch-1 latency percentiles in ms, warm-up excluded."""
-    name = sess.get_inputs()[0].name
-    feed = {name: np.ascontiguousarray(example, dtype=np.float32)}
+    inputs = feed(sess, example, pad_id)
     for _ in range(warmup):
-        sess.run(None, feed)
+        sess.run(None, inputs)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        sess.run(None, feed)
+        sess.run(None, inputs)
         times.append((time.perf_counter() - t0) * 1e3)
     p50, p90, p99 = np.percentile(times, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(times)), "repeats": repeats}

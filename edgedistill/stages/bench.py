@@ -17,7 +17,13 @@ from edgedistill.runtimes import onnxruntime as ortr
 
 USES_TARGET = True
 MAIN_ONLY = True  # under torchrun, rank 0 alone
-RUNNABLE_KINDS = ("onnx-fp32", "onnx-int8", "ort")
+RUNNABLE_KINDS = ("onnx-fp32", "onnx-int8", "ort", "hf-onnx")
+
+
+def _model_file(ctx, art: dict):
+    """The file ONNX Runtime loads: the artifact itself, or a Hugging Face directory's fp32 model.onnx."""
+    path = ctx.out / art["path"]
+    return path / art["files"]["fp32"] if art["kind"] == "hf-onnx" else path
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
@@ -48,16 +54,17 @@ def run(ctx, state, stage_dir):
     x_test = ctx.data.x_test.cpu().numpy()
     y_test = ctx.data.y_test.cpu().numpy()
     num_classes = int(ctx.data.spec.num_classes)
+    pad_id = ctx.data.spec.pad_id or 0
     results = []
     for art in state.records.get("export", {}).get("artifacts", []):
         entry = {"path": art["path"], "accuracy": None, "latency_ms": None}
         if art["kind"] in RUNNABLE_KINDS:
-            sess = ortr.session(ctx.out / art["path"], threads)
-            logits = ortr.logits(sess, x_test)
+            sess = ortr.session(_model_file(ctx, art), threads)
+            logits = ortr.logits(sess, x_test, pad_id=pad_id)
             pred = logits.argmax(-1)
             entry["accuracy"] = float((pred == y_test).mean())
             entry["confusion"] = confusion_matrix(y_test, pred, max(num_classes, logits.shape[-1]))
-            lat = ortr.latency_ms(sess, x_test[:1], cfg.warmup, cfg.repeats)
+            lat = ortr.latency_ms(sess, x_test[:1], cfg.warmup, cfg.repeats, pad_id=pad_id)
             entry["latency_ms"] = {**lat, "kind": kind, "threads": threads, "batch": 1, "runtime": "onnxruntime-cpu"}
             ctx.log(f"    {art['role']:<7} {art['kind']:<9} acc {entry['accuracy']:.4f}  "
                     f"p50 {lat['p50']:.3f} ms ({kind}, {threads} thr)  {art['size_bytes']:,} B")
@@ -66,7 +73,9 @@ def run(ctx, state, stage_dir):
         if not ctx.target.runs_on_host() and (art["kind"] != "coreml" or ctx.target.runtime == "coreml"):
             # The target itself is out of reach: estimate it from its datasheet peaks (Core ML and .ort from
             # the ONNX graph they were converted from).
-            source = art["path"] if art["kind"].startswith("onnx") else _source_onnx(art, state)
+            source = (art["path"] if art["kind"].startswith("onnx") else
+                      str(_model_file(ctx, art).relative_to(ctx.out)) if art["kind"] == "hf-onnx" else
+                      _source_onnx(art, state))
             if source is not None:
                 entry["estimate"] = estimate(ctx.out / source, ctx.target,
                                              precision=_precision(art, ctx.target))

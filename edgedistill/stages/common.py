@@ -31,9 +31,20 @@ def teacher_agreement(ctx, state, logits) -> float:
     return float((logits.argmax(-1) == ctx.cache[key]).float().mean())
 
 
-def new_handle(ctx, cfg) -> ModelHandle:
-    """A freshly initialised model from a recipe's teacher/student section."""
+def new_handle(ctx, cfg, teacher: ModelHandle | None = None) -> ModelHandle:
+    """A freshly initialised model from a recipe's teacher/student section (a Hugging Face teacher comes
+    from its directory; a Hugging Face student is built from `teacher`)."""
     spec = ctx.data.spec
+    if cfg.arch == "hf":
+        from edgedistill.models import hf
+
+        if teacher is None:
+            module = hf.load_classifier(cfg.path, spec.labels, spec.pad_id)
+        else:
+            module = hf.build_student(teacher.module, num_layers=cfg.layers, init_layers=cfg.init_layers,
+                                      hidden_size=cfg.hidden_size, heads=cfg.heads,
+                                      intermediate_size=cfg.intermediate_size)
+        return ModelHandle(module=module.to(ctx.device), spec=spec, arch="hf", channels=[])
     module = build_model(cfg.arch, cfg.channels, spec.input_shape, spec.num_classes, cfg.dropout).to(ctx.device)
     return ModelHandle(module=module, spec=spec, arch=cfg.arch, channels=list(cfg.channels or []))
 
@@ -80,7 +91,12 @@ def make_task(ctx, state, cfg, student_module, teacher=None):
     if ctx.device.type == "cuda" and len(spec.input_shape) == 3:
         teacher.to(memory_format=torch.channels_last)  # as the student's batches arrive
     teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
-    task = DistillationTask.from_stage(teacher, cfg, student=student_module,
+    features = list(cfg.features)
+    if getattr(cfg, "layer_match", None) is not None:
+        from edgedistill.distill.features import transformer_layer_terms
+
+        features += transformer_layer_terms(cfg.layer_match, student_module, teacher, f"stages.{stage_name(ctx, cfg)}")
+    task = DistillationTask.from_stage(teacher, cfg, student=student_module, features=features,
                                        example_input=ctx.data.x_train[:2], teacher_input=teacher_input)
     task.cache_info = {}
     cache = cfg.cache_teacher if cfg.cache_teacher is not None else not stage_augment(ctx, cfg).active
@@ -91,6 +107,10 @@ def make_task(ctx, state, cfg, student_module, teacher=None):
             ctx.cache[key] = (task.cached_logits, info)
         task.cached_logits, task.cache_info = ctx.cache[key]
     return task
+
+
+def stage_name(ctx, cfg) -> str:
+    return next((n for n in ("distill", "prune", "qat") if getattr(ctx.recipe.stages, n) is cfg), "distill")
 
 
 def stage_augment(ctx, cfg):

@@ -33,7 +33,7 @@ def run(ctx, state, stage_dir):
     generations, histories, info = [], [], {}
     teacher_module = state.teacher.module
     for g in range(cfg.generations):
-        student = state.student if g == 0 else new_handle(ctx, ctx.recipe.student)
+        student = state.student if g == 0 else new_handle(ctx, ctx.recipe.student, teacher=state.teacher)
         history, gen_info = _generation(ctx, state, cfg, stage_dir, g, student, teacher_module)
         histories.append(history)
         info = info or gen_info

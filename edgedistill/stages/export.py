@@ -1,5 +1,6 @@
-"""export: ONNX fp32 (teacher and student) and int8, .ort for Android, .mlpackage for iOS. Every file is
-checked against the model it came from on the held-out inputs; beyond tolerance the run stops (exit 3)."""
+"""export: ONNX fp32 (teacher and student) and int8, .ort for Android, .mlpackage for iOS, and for Hugging
+Face students an optimum-loadable ONNX directory. Every file is checked against the model it came from on the
+held-out inputs; beyond tolerance the run stops (exit 3)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from edgedistill import __version__, io, quantize
 from edgedistill.errors import RefusedError
-from edgedistill.exporters import coreml, ort_mobile
+from edgedistill.exporters import coreml, hf_onnx, ort_mobile
 from edgedistill.exporters.onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, fuse_friendly_qdq
 from edgedistill.runtimes import onnxruntime as ortr
 from edgedistill.targets import CoreMLSettings
@@ -55,7 +56,7 @@ def run(ctx, state, stage_dir):
 
     def onnx_logits(path):  # each file runs over the held-out set once, whichever rungs compare it
         if path not in computed:
-            computed[path] = ortr.logits(ortr.session(path, ortr.host_threads(2)), x_np)
+            computed[path] = ortr.logits(ortr.session(path, ortr.host_threads(2)), x_np, pad_id=spec.pad_id or 0)
         return computed[path]
 
     def add(role, kind, path, **extra):
@@ -75,8 +76,10 @@ def run(ctx, state, stage_dir):
         parity.append(rung)
         add(role, "onnx-fp32", path, precision="fp32", parity_max_abs=rung["max_abs"])
     parity.insert(0, _compare(torch_fp32["teacher"], torch_fp32["student"], ("teacher fp32 (torch)", "student fp32 (torch)")))
+    if spec.is_text:
+        parity += _hf_directory(ctx, fp32["student"], torch_fp32["student"], stage_dir, onnx_logits, add)
 
-    # int8: the QAT model's own graph, or ONNX Runtime static PTQ when QAT is off
+    # int8: the QAT model's own graph, or when QAT is off ONNX Runtime PTQ: static for CNNs, dynamic for transformers
     int8_path = stage_dir / "student.int8.onnx"
     if quantized is not None:
         export_onnx(quantized, spec, int8_path, cfg.opset, int8=True)
@@ -84,6 +87,10 @@ def run(ctx, state, stage_dir):
         ref_name, method, max_rel = "student int8 (torch)", "qat-pt2e", cfg.int8_max_rel
         parity.append(_compare(torch_fp32["student"], reference, ("student fp32 (torch)", ref_name)))
         parity += state.records.get("qat", {}).get("parity", [])  # fake-quant -> int8, measured by the qat stage
+    elif spec.is_text:  # transformers: dynamic int8 (integer MatMuls, activations quantized at run time)
+        quantize.dynamic_onnx(stage_dir / "student.fp32.onnx", int8_path)
+        method = "dynamic-ort"
+        reference, ref_name, max_rel = torch_fp32["student"], "student fp32 (torch)", None
     else:
         import onnx
 
@@ -118,30 +125,69 @@ def run(ctx, state, stage_dir):
 
     if "coreml" in cfg.formats:
         w8a8 = int8_target and quantized is not None
+        precision = "w8a8" if w8a8 else "w8" if int8_target and spec.is_text else "fp16"
         settings = target.coreml or CoreMLSettings()
         path = stage_dir / "student.mlpackage"
         coreml.to_coreml(
             quantized if w8a8 else fp32["student"], spec, path,
             deployment_target=settings.minimum_deployment_target, compute_units=settings.compute_units,
-            precision="w8a8" if w8a8 else "fp16", version=__version__,
+            precision=precision, version=__version__,
             description=f"{ctx.recipe.name}: {spec.task} student distilled for {target.name}",
         )
         info = coreml.inspect(path)
         if info["labels"] != list(spec.labels):
             raise RefusedError(f"export {rel(path)}: the package's class labels do not match the data's")
-        add("student", "coreml", path, precision="w8a8" if w8a8 else "fp16", parity_max_abs=None, coreml=info)
+        add("student", "coreml", path, precision=precision, parity_max_abs=None, coreml=info)
 
-    batch = "batch"
-    state.records["export"] = {
-        "name": "export", "artifacts": artifacts, "parity": parity,
-        "usage": {
-            "inputs": [{"name": INPUT_NAME, "shape": [batch, *spec.input_shape], "dtype": "float32"}],
-            "outputs": [{"name": OUTPUT_NAME, "shape": [batch, spec.num_classes], "dtype": "float32"}],
-            "labels": list(spec.labels), "mean": list(spec.mean), "std": list(spec.std),
-            "coreml_input": coreml.INPUT_NAME, "coreml_outputs": list(coreml.OUTPUTS),
-        },
-    }
+    _check_deployable(ctx, artifacts)
+    state.records["export"] = {"name": "export", "artifacts": artifacts, "parity": parity, "usage": _usage(spec)}
     return state
+
+
+def _check_deployable(ctx, artifacts: list[dict]) -> None:
+    """Each student file's operators against the target's runtime (edgedistill.deployability)."""
+    from edgedistill.deployability import check_file, summarize
+
+    loads = {"coreml": ("coreml",)}.get(ctx.target.runtime, ("onnx-fp32", "onnx-int8", "ort"))
+    for art in artifacts:
+        if art["role"] == "student" and art["kind"] in loads:
+            art["deployability"] = summarize(check_file(ctx.out / art["path"], ctx.target))
+            if not art["deployability"]["ok"]:
+                ctx.log(f"    {art['path']}: {ctx.target.name} cannot run "
+                        f"{', '.join(art['deployability']['unsupported'])}")
+
+
+def _usage(spec) -> dict:
+    """Input/output names, shapes and preprocessing: the report's "use it in your app" section."""
+    batch = "batch"
+    usage = {
+        "inputs": [{"name": INPUT_NAME, "shape": [batch, *spec.input_shape],
+                    "dtype": "int64" if spec.is_text else "float32"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": [batch, spec.num_classes], "dtype": "float32"}],
+        "labels": list(spec.labels), "coreml_outputs": list(coreml.OUTPUTS),
+    }
+    if spec.is_text:
+        return {**usage, "coreml_input": coreml.TEXT_INPUT_NAME, "pad_id": spec.pad_id,
+                "sequence_length": spec.input_shape[0]}
+    return {**usage, "mean": list(spec.mean), "std": list(spec.std), "coreml_input": coreml.INPUT_NAME}
+
+
+def _hf_directory(ctx, module, reference, stage_dir, onnx_logits, add) -> list[dict]:
+    """The student as an optimum-loadable directory (fp32 model.onnx and int8 model_quantized.onnx, config,
+    tokenizer), both files checked against the torch student."""
+    cfg, rungs = ctx.recipe.stages.export, []
+    path = stage_dir / "student.hf-onnx"
+    hf_onnx.export(module, ctx.recipe.teacher.path, path, cfg.opset)
+    for name, precision in ((hf_onnx.FP32_FILE, "fp32"), (hf_onnx.INT8_FILE, "int8")):
+        rung = _compare(reference, onnx_logits(path / name), ("student fp32 (torch)", f"student {precision} (hf-onnx)"))
+        if precision == "fp32":
+            _check(rung, f"{path.name}/{name}", cfg.fp32_max_abs, None, "fp32")
+        else:
+            _check(rung, f"{path.name}/{name}", None, cfg.int8_min_agreement, "int8")
+        rungs.append(rung)
+    add("student", "hf-onnx", path, precision="fp32+int8", files={"fp32": hf_onnx.FP32_FILE, "int8": hf_onnx.INT8_FILE},
+        loader="optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(path)")
+    return rungs
 
 
 def restore(ctx, state, stage_dir):

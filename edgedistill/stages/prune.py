@@ -104,6 +104,10 @@ def run(ctx, state, stage_dir):
         "macs_kept": final["macs"] / first["macs"], "accuracy_before_recovery": steps[-1]["accuracy"],
         "steps": steps, "after_recovery": final, "flags": [s["step"] for s in steps if "flag" in s],
     }
+    if state.student.arch == "hf":
+        from edgedistill.models import hf
+
+        state.records["prune"]["transformer"] = hf.shape(state.student.module)
     if "latency_ms" in final:
         state.records["prune"]["speedup"] = first["latency_ms"]["p50"] / final["latency_ms"]["p50"]
         state.records["prune"]["onnx_weight_ratio"] = final["onnx_weight_bytes"] / first["onnx_weight_bytes"]

@@ -11,6 +11,12 @@ from edgedistill.training import accuracy, predict
 USES_TARGET = True
 
 
+def not_applicable(recipe) -> str | None:
+    if recipe.student.arch == "hf":
+        return "not applicable to transformers: export quantizes them dynamically (integer MatMul kernels)"
+    return None
+
+
 def _prepared(state):
     return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec)
 

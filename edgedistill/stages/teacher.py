@@ -1,9 +1,20 @@
-"""teacher: load the user's trained teacher (state_dict, weights only) or train one with cross-entropy."""
+"""teacher: load the user's trained teacher (a state_dict, weights only, or a Hugging Face directory) or
+train one with cross-entropy (a Hugging Face encoder without a head for the data's classes is fine-tuned)."""
 
 from __future__ import annotations
 
 from edgedistill.distill import SupervisedTask
 from edgedistill.stages.common import evaluate, load_weights, new_handle, save_weights, train
+
+
+def _needs_training(ctx, cfg) -> bool:
+    if cfg.arch != "hf":
+        return cfg.checkpoint is None
+    if cfg.finetune is not None:
+        return cfg.finetune
+    from edgedistill.models import hf
+
+    return not hf.has_head(cfg.path, ctx.data.spec.num_classes)
 
 
 def run(ctx, state, stage_dir):
@@ -12,12 +23,17 @@ def run(ctx, state, stage_dir):
     record: dict = {"name": "teacher", "arch": cfg.arch, "channels": cfg.channels}
     if cfg.checkpoint is not None:
         load_weights(handle, cfg.checkpoint, "teacher.checkpoint")
-        record["source"] = str(cfg.checkpoint)
-    else:
-        record["source"] = "trained"
+    if _needs_training(ctx, cfg):
+        record["source"] = "fine-tuned from " + str(cfg.path) if cfg.arch == "hf" else "trained"
         record["history"] = train(ctx, "teacher", handle.module, SupervisedTask(), stage_dir)
+    else:
+        record["source"] = str(cfg.checkpoint or cfg.path)
     save_weights(handle, stage_dir)
     record.update(evaluate(handle, ctx))
+    if cfg.arch == "hf":
+        from edgedistill.models import hf
+
+        record["transformer"] = hf.shape(handle.module)
     state.teacher = handle
     state.records["teacher"] = record
     return state

@@ -1,0 +1,40 @@
+"""A Hugging Face ONNX directory: model.onnx (inputs input_ids, attention_mask, token_type_ids), its int8
+twin model_quantized.onnx, config.json and the tokenizer, written by optimum's exporter, so that
+`ORTModelForSequenceClassification.from_pretrained(path)` loads it (file_name="model_quantized.onnx" for int8)."""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+from edgedistill.errors import RefusedError
+from edgedistill.io import atomic_path
+
+FP32_FILE, INT8_FILE = "model.onnx", "model_quantized.onnx"
+
+
+def export(module, tokenizer_dir: Path, path: Path, opset: int) -> None:
+    """Save `module` (a TextClassifier) with the teacher's tokenizer and export the directory atomically."""
+    from optimum.exporters.onnx import main_export
+
+    from edgedistill import quantize
+    from edgedistill.models.hf import load_tokenizer
+
+    logging.getLogger("optimum").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved = Path(tmp) / "model"
+        module.hf.save_pretrained(saved)
+        load_tokenizer(tokenizer_dir).save_pretrained(saved)
+        try:
+            with contextlib.redirect_stdout(_io.StringIO()):
+                main_export(str(saved), output=str(out), task="text-classification", opset=opset, device="cpu",
+                            do_validation=False, local_files_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise RefusedError(f"export {path.name}: optimum's ONNX exporter failed: {first}") from None
+        quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)

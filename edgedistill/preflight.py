@@ -1,0 +1,36 @@
+"""Before any training: export the student as configured (untrained) to ONNX and check its operators against
+the target (edgedistill.deployability), so a model the target cannot run shows up in seconds, not after hours
+of training. The verdict goes to preflight.json and the report; a failing check warns, it does not stop the
+run (the target may take another format than the one checked)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgedistill import io
+
+
+def run(ctx) -> dict:
+    try:
+        from edgedistill.deployability import check_file, summarize
+        from edgedistill.exporters.onnx import export_onnx
+    except ImportError as e:  # a training-only image without the export stack
+        return {"checked": None, "skipped": f"needs the export stack ({e.name} is not installed)"}
+    from edgedistill.stages.common import new_handle
+
+    recipe = ctx.recipe
+    teacher = new_handle(ctx, recipe.teacher) if recipe.student.arch == "hf" or recipe.student.from_teacher else None
+    student = teacher if recipe.student.from_teacher else new_handle(ctx, recipe.student, teacher=teacher)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "student.onnx"
+        export_onnx(student.module.cpu().eval(), student.spec, path, recipe.stages.export.opset)
+        record = {"checked": "fp32 ONNX of the untrained student", **summarize(check_file(path, ctx.target))}
+    io.write_json(ctx.out / "preflight.json", record)
+    if not record["ok"]:
+        ctx.log(f"preflight: {ctx.target.name} cannot run {', '.join(record['unsupported'])} in the student; "
+                "the export for it will fail its check")
+    elif record["off_accelerator"]:
+        ctx.log(f"preflight: on {ctx.target.name}, {', '.join(record['off_accelerator'])} would run off "
+                f"the {record['accelerator']}")
+    return record
