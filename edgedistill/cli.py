@@ -104,13 +104,25 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     warmup: int = typer.Option(20, help="Runs excluded before timing."),
     repeats: int = typer.Option(200, help="Timed runs."),
+    on_device: bool = typer.Option(False, "--on-device", help="Time it on the attached Android phone (adb)."),
+    perf_test: Optional[Path] = typer.Option(None, help="onnxruntime_perf_test built for Android (--on-device)."),
+    serial: Optional[str] = typer.Option(None, help="adb serial when several phones are attached."),
 ) -> None:
     """Batch-1 latency of a model on a target: measured here when this machine can stand in for it,
-    otherwise estimated from the target's datasheet peaks. The `kind` field says which."""
+    otherwise estimated from the target's datasheet peaks; with --on-device, measured on the attached
+    phone. The `kind` field says which."""
     from edgedistill.latency import for_file
     from edgedistill.targets import load_target
 
-    result = for_file(model, load_target(target), warmup, repeats)
+    profile = load_target(target)
+    if on_device:
+        from edgedistill.runtimes import adb
+
+        if not model.is_file():
+            raise UserError(f"{model}: no such model file; pass an .ort or .onnx file")
+        result = {**adb.measure(model, perf_test, profile.threads, repeats, serial), "target": profile.name}
+    else:
+        result = for_file(model, profile, warmup, repeats)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -246,6 +246,9 @@ class ExportStage(StageBase):
     formats: list[Literal["onnx", "ort", "coreml"]] = ["onnx", "ort", "coreml"]
     ptq: Literal["ort", "nncf"] = Field("ort", description="int8 method when the qat stage is off: ONNX Runtime "
                                                          "static quantization or NNCF's ONNX post-training quantization")
+    coreml_variants: list[Literal["fp16", "int8"]] = Field(
+        ["fp16", "int8"], min_length=1, description="Core ML packages to write: fp16, and int8 (W8A8 from QAT, "
+                                                   "else int8 weights with fp16 compute)")
     opset: int = Field(18, ge=13)
     fp32_max_abs: float = Field(1e-3, gt=0, description="ONNX fp32 vs torch: max abs logit difference")
     int8_min_agreement: float = Field(0.97, ge=0, le=1, description="ONNX int8 vs fake-quant torch: top-1")
@@ -257,6 +260,8 @@ class BenchStage(StageBase):
     warmup: int = Field(20, ge=0)
     repeats: int = Field(200, ge=1)
     threads: int | None = Field(None, ge=1, description="None: the target's thread count")
+    on_device: bool = Field(False, description="also time the .ort on the attached Android phone (adb and "
+                                               "onnxruntime_perf_test from EDGEDISTILL_ORT_PERF_TEST)")
 
 
 class Stages(Strict):

@@ -44,3 +44,14 @@ def test_label_and_channel_mismatch():
         load_data(DataConfig(labels=["a", "b", "c"]), seed=0)
     with pytest.raises(UserError, match="data.normalization: has 3 channel"):
         load_data(DataConfig(normalization={"mean": [0, 0, 0], "std": [1, 1, 1]}), seed=0)
+
+
+def test_limit_train_takes_the_same_seeded_subset_and_keeps_the_test_split():
+    full = load_data(DataConfig(), seed=0)
+    a = load_data(DataConfig(limit_train=100), seed=0)
+    b = load_data(DataConfig(limit_train=100), seed=0)
+    assert len(a.y_train) == 100 and len(a.y_test) == len(full.y_test)
+    assert np.array_equal(a.x_train.numpy(), b.x_train.numpy())
+    assert len(set(a.y_train.tolist())) == 10  # a random subset, not the first rows of one class
+    rows = {tuple(r) for r in full.x_train.flatten(1).numpy().round(5).tolist()}
+    assert all(tuple(r) in rows for r in a.x_train.flatten(1).numpy().round(5).tolist())

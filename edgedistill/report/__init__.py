@@ -52,7 +52,7 @@ def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     wanted = ("ort" if target["runtime"] == "ort-mobile" else "coreml" if target["runtime"] == "coreml" else
               "onnx-int8" if int8 else "onnx-fp32")
     students = [a for a in artifacts if a["role"] == "student"]
-    shipped = next((a for a in students if a["kind"] == wanted), None)
+    shipped = next((a for a in students if a["kind"] == wanted and a.get("for_target", True)), None)
     # Core ML cannot be run here: compare its ONNX twin's accuracy and latency, keep its own size.
     measured = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), shipped)
     if not (teacher and shipped and measured):
@@ -106,7 +106,8 @@ def build(run_dir: Path) -> dict:
         measured = bench.get(art["path"], {})
         artifacts.append({**art, "accuracy": measured.get("accuracy"), "latency_ms": measured.get("latency_ms"),
                           **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {}),
-                          **({"latency_estimated_ms": measured["estimate"]} if "estimate" in measured else {})})
+                          **({"latency_estimated_ms": measured["estimate"]} if "estimate" in measured else {}),
+                          **{k: measured[k] for k in ("on_device_ms", "latency_by_compute_unit") if k in measured}})
         if (per_class := per_class_accuracy(measured.get("confusion"))) is not None:
             artifacts[-1].update(confusion=measured["confusion"], per_class_accuracy=per_class)
     head, summary = _headline(target, artifacts)

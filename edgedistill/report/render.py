@@ -83,10 +83,10 @@ def artifact_table(report: dict) -> Table:
     notes = tuple(f"{_text(a.get('path'))}: {a['latency_note']}" for a in artifacts if a.get("latency_note"))
     rows = [[_text(a.get("role")), _text(a.get("kind")), _text(a.get("path")), _fmt(a.get("size_bytes"), ",.1f", 1e-3),
              _fmt(a.get("accuracy"), ".2f", 100), _latency(a.get("latency_ms"))] for a in artifacts]
-    if any(isinstance(a.get("latency_estimated_ms"), dict) for a in artifacts):
-        # The target could not be timed here: add its roofline estimate beside the host measurement.
+    if any(isinstance(a.get(k), dict) for a in artifacts for k in ("latency_estimated_ms", "on_device_ms")):
+        # The target itself: timed on the attached device, or else its roofline estimate, beside the host figure.
         for row, a in zip(rows, artifacts):
-            est = _dict(a.get("latency_estimated_ms"))
+            est = _dict(a.get("on_device_ms")) or _dict(a.get("latency_estimated_ms"))
             row.append(f"{_fmt(est.get('p50'), '.3f')} ms ({est['kind']})" if est.get("kind") else NA)
         return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90", "on target p50"],
                      rows, "llcrrrr", notes)
@@ -538,7 +538,9 @@ def _io(usage: dict) -> _IO:
 
 def _pick(artifacts: list[dict], kind: str) -> dict | None:
     found = [a for a in artifacts if a.get("kind") == kind]
-    return next((a for a in found if a.get("role") == "student"), found[0] if found else None)
+    students = [a for a in found if a.get("role") == "student"]
+    return next((a for a in students if a.get("for_target", True)), students[0] if students else
+                found[0] if found else None)
 
 
 def _swift(path: PurePosixPath, usage: dict, io_: _IO) -> str:

@@ -4,6 +4,9 @@ Latency is measured with ONNX Runtime on this machine, threads from the target. 
 "measured" when this machine can stand in for the target (same ISA and CPU features), and
 "measured-host" otherwise: then it compares artifacts with each other, it is not the phone's latency.
 
+With `on_device`, the .ort is also timed on the attached Android phone (adb + onnxruntime_perf_test, labelled
+"on-device"); on macOS, Core ML packages are run too (accuracy, and latency per compute unit).
+
 Each runnable artifact's record also holds its held-out confusion matrix ("confusion": rows are the true
 class, columns the predicted one, counts), from the same predictions as its accuracy."""
 
@@ -13,6 +16,8 @@ import numpy as np
 
 from edgedistill import latency
 from edgedistill.estimate import estimate
+from edgedistill.runtimes import adb
+from edgedistill.runtimes import coreml as coreml_rt
 from edgedistill.runtimes import onnxruntime as ortr
 
 USES_TARGET = True
@@ -47,6 +52,20 @@ def _precision(art: dict, target) -> str:
     return "fp16" if art["kind"] == "coreml" or target.runtime == "coreml" else "fp32"
 
 
+def _coreml_on_mac(ctx, cfg, art: dict, x_test, y_test, kind: str) -> dict:
+    """On macOS: held-out accuracy through Core ML predict, and latency per compute unit (the Mac's, so
+    labelled like any host measurement)."""
+    path, spec = ctx.out / art["path"], ctx.data.spec
+    name = art["coreml"]["input"]["name"]
+    pred = coreml_rt.probabilities(path, x_test, spec, name).argmax(-1)
+    feed = coreml_rt.features(x_test[:1], spec, name)[0]
+    per_unit = {cu: coreml_rt.latency_ms(path, feed, cu, cfg.warmup, cfg.repeats) for cu in coreml_rt.COMPUTE_UNITS}
+    return {"accuracy": float((pred == y_test).mean()),
+            "confusion": confusion_matrix(y_test, pred, spec.num_classes),
+            "latency_ms": {**per_unit["ALL"], "kind": kind, "threads": None, "batch": 1},
+            "latency_by_compute_unit": {cu: lat["p50"] for cu, lat in per_unit.items()}}
+
+
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
@@ -68,8 +87,14 @@ def run(ctx, state, stage_dir):
             entry["latency_ms"] = {**lat, "kind": kind, "threads": threads, "batch": 1, "runtime": "onnxruntime-cpu"}
             ctx.log(f"    {art['role']:<7} {art['kind']:<9} acc {entry['accuracy']:.4f}  "
                     f"p50 {lat['p50']:.3f} ms ({kind}, {threads} thr)  {art['size_bytes']:,} B")
+        elif art["kind"] == "coreml" and coreml_rt.available():
+            entry.update(_coreml_on_mac(ctx, cfg, art, x_test, y_test, kind))
         else:
-            entry["latency_note"] = "runs only on Apple platforms; not measured on this machine"
+            entry["latency_note"] = coreml_rt.UNAVAILABLE
+        if art["kind"] == "ort" and cfg.on_device:
+            entry["on_device_ms"] = adb.measure(ctx.out / art["path"], None, ctx.target.threads, cfg.repeats)
+            ctx.log(f"    {art['role']:<7} ort on {entry['on_device_ms']['device']}: "
+                    f"p50 {entry['on_device_ms']['p50']:.3f} ms (on-device)")
         if not ctx.target.runs_on_host() and (art["kind"] != "coreml" or ctx.target.runtime == "coreml"):
             # The target itself is out of reach: estimate it from its datasheet peaks (Core ML and .ort from
             # the ONNX graph they were converted from).

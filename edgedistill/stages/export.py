@@ -124,24 +124,50 @@ def run(ctx, state, stage_dir):
             required_operators=rel(config), target_platform=target.arch)
 
     if "coreml" in cfg.formats:
-        w8a8 = int8_target and quantized is not None
-        precision = "w8a8" if w8a8 else "w8" if int8_target and spec.is_text else "fp16"
-        settings = target.coreml or CoreMLSettings()
-        path = stage_dir / "student.mlpackage"
+        parity += _coreml_variants(ctx, fp32["student"], quantized, torch_fp32["student"], stage_dir, add)
+
+    _check_deployable(ctx, artifacts)
+    state.records["export"] = {"name": "export", "artifacts": artifacts, "parity": parity, "usage": _usage(spec)}
+    return state
+
+
+def _coreml_variants(ctx, fp32_module, quantized, reference: np.ndarray, stage_dir, add) -> list[dict]:
+    """student.fp16.mlpackage and an int8 one: W8A8 from the QAT graph (int8 activations on the Neural
+    Engine), else int8 weights with fp16 compute ("w8"). The variant the target's precision asks for is
+    marked `for_target`. On macOS each is run on the held-out set and joins the parity ladder."""
+    from edgedistill.runtimes import coreml as coreml_rt
+
+    cfg, target, spec = ctx.recipe.stages.export, ctx.target, ctx.data.spec
+    settings = target.coreml or CoreMLSettings()
+    wants_int8 = target.precision in ("int8", "w8a8")
+    rungs = []
+    for variant in cfg.coreml_variants:
+        precision = "fp16" if variant == "fp16" else "w8a8" if quantized is not None else "w8"
+        path = stage_dir / f"student.{precision}.mlpackage"
         coreml.to_coreml(
-            quantized if w8a8 else fp32["student"], spec, path,
+            quantized if precision == "w8a8" else fp32_module, spec, path,
             deployment_target=settings.minimum_deployment_target, compute_units=settings.compute_units,
             precision=precision, version=__version__,
             description=f"{ctx.recipe.name}: {spec.task} student distilled for {target.name}",
         )
         info = coreml.inspect(path)
         if info["labels"] != list(spec.labels):
-            raise RefusedError(f"export {rel(path)}: the package's class labels do not match the data's")
-        add("student", "coreml", path, precision=precision, parity_max_abs=None, coreml=info)
+            raise RefusedError(f"export {path.name}: the package's class labels do not match the data's")
+        extra = {"parity_note": coreml_rt.UNAVAILABLE}
+        if coreml_rt.available():
+            probs = coreml_rt.probabilities(path, ctx.data.x_test.cpu().numpy(), spec, info["input"]["name"])
+            rung = _compare(_softmax(reference), probs, ("student fp32 (torch)", f"student {precision} (coreml)"))
+            _check(rung, path.name, None, cfg.int8_min_agreement, "int8")
+            rungs.append(rung)
+            extra = {"parity_max_abs": rung["max_abs"]}
+        add("student", "coreml", path, precision=precision, coreml=info,
+            for_target=(variant == "int8") == wants_int8, **extra)
+    return rungs
 
-    _check_deployable(ctx, artifacts)
-    state.records["export"] = {"name": "export", "artifacts": artifacts, "parity": parity, "usage": _usage(spec)}
-    return state
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def _check_deployable(ctx, artifacts: list[dict]) -> None:

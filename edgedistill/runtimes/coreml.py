@@ -1,0 +1,66 @@
+"""Core ML on macOS: predictions (for the parity ladder) and latency per compute unit. Core ML runs only on
+Apple platforms; elsewhere `available()` is False and callers record UNAVAILABLE instead of a figure.
+
+The inputs are built the way an app passes them: pixels as an 8-bit image (the package scales by 1/255 and
+normalizes itself), or int32 token ids."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+UNAVAILABLE = "Core ML runs only on Apple platforms; on this machine the package's spec is checked, not run"
+COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
+
+
+def available() -> bool:
+    return platform.system() == "Darwin"
+
+
+def features(x: np.ndarray, spec, input_name: str) -> list[dict]:
+    """One input dict per example. Images: the normalized tensors turned back into the 8-bit pixels a camera
+    gives (grayscale "L" or "RGB" PIL images); text: int32 token ids of shape (1, L)."""
+    if spec.is_text:
+        return [{input_name: row[None].astype(np.int32)} for row in x]
+    from PIL import Image
+
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    pixels = np.clip(np.rint((x * std + mean) * 255), 0, 255).astype(np.uint8)
+    if pixels.shape[1] == 1:
+        return [{input_name: Image.fromarray(p[0], mode="L")} for p in pixels]
+    return [{input_name: Image.fromarray(p.transpose(1, 2, 0), mode="RGB")} for p in pixels]
+
+
+def _load(path: Path, compute_units: str):
+    import coremltools as ct
+
+    return ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+
+
+def probabilities(path: Path, x: np.ndarray, spec, input_name: str, compute_units: str = "ALL") -> np.ndarray:
+    """Class probabilities (N, classes) in the order of spec.labels."""
+    model = _load(path, compute_units)
+    rows = []
+    for feed in features(x, spec, input_name):
+        probs = model.predict(feed)["classLabel_probs"]
+        rows.append([probs[label] for label in spec.labels])
+    return np.asarray(rows, dtype=np.float32)
+
+
+def latency_ms(path: Path, feed: dict, compute_units: str, warmup: int, repeats: int) -> dict:
+    """Batch-1 predict latency on this Mac for one compute-unit setting, warm-up excluded."""
+    model = _load(path, compute_units)
+    for _ in range(warmup):
+        model.predict(feed)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict(feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    p50, p90, p99 = np.percentile(times, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "repeats": repeats,
+            "compute_units": compute_units, "runtime": "coreml"}
