@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -91,3 +95,13 @@ def test_report_command_regenerates_the_same_report_json(run_dir, report):
     assert result.exit_code == 0, result.output
     after = json.loads((run_dir / "report.json").read_text())
     assert {k: v for k, v in after.items() if k != "created"} == before
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Chromium is not installed here (.ci/run installs Debian's chromium for this check)")
+def test_report_renders_in_headless_chromium_with_no_network_and_no_console_message(run_dir, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_report.py"
+    done = subprocess.run([sys.executable, str(script), str(run_dir), "--screenshot", str(tmp_path / "page.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "FAIL" not in done.stdout and (tmp_path / "page.png").stat().st_size > 10_000
