@@ -1,8 +1,6 @@
 """Int8 quantization: torchao PT2E quantization-aware training (fake-quant in the graph, trained under the
-teacher), and ONNX Runtime static post-training quantization as the baseline when QAT is off.
-
-The quantizer gives U8 per-tensor activations and S8 per-channel symmetric weights: the scheme ONNX Runtime's
-fused integer kernels (QLinearConv, QGemm) run on x86 and ARM alike, and that Core ML converts to W8A8."""
+teacher) in the scheme the target's runtime runs fastest (SCHEMES), ONNX Runtime static or NNCF post-training
+quantization as baselines when QAT is off, and ONNX Runtime dynamic quantization for transformers."""
 
 from __future__ import annotations
 
@@ -28,20 +26,45 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao regi
 MAX_BATCH = 65536
 
 
-def prepare_qat(module: nn.Module, spec: ModelSpec) -> torch.fx.GraphModule:
+# Int8 schemes by target runtime. ONNX Runtime (x86 and ARM alike) fuses U8 asymmetric activations with S8
+# per-channel symmetric weights into QLinearConv/QGemm; with S8 activations its x86 kernels leave the convs in
+# float. Core ML's activation quantization is symmetric int8 only (coremltools' linear_symmetric), the form the
+# Neural Engine runs W8A8 in, so Core ML targets train with that.
+SCHEMES = {
+    "onnxruntime-u8s8": "u8 asymmetric activations, s8 per-channel symmetric weights",
+    "coreml-w8a8": "s8 symmetric activations, s8 per-channel symmetric weights",
+}
+
+
+def scheme_for(target) -> str:
+    return "coreml-w8a8" if target is not None and target.runtime == "coreml" else "onnxruntime-u8s8"
+
+
+def _quantization_config(scheme: str):
+    import dataclasses
+
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
+
+    config = get_default_x86_inductor_quantization_config(is_qat=True)
+    if scheme == "coreml-w8a8":
+        act = dataclasses.replace(config.input_activation, dtype=torch.int8, quant_min=-128, quant_max=127,
+                                  qscheme=torch.per_tensor_symmetric)
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return config
+
+
+def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u8s8") -> torch.fx.GraphModule:
     """Export the fp32 model (batch dimension dynamic: the last batch of an epoch is smaller) and insert
-    fake-quant. BatchNorm stays trainable in the graph and is folded into the convs at `convert`."""
+    fake-quant in the target's int8 scheme (SCHEMES). BatchNorm stays trainable in the graph and is folded
+    into the convs at `convert`."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer,
-        get_default_x86_inductor_quantization_config,
-    )
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
     device = next(module.parameters()).device
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = spec.example_input(2).to(device)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    quantizer = X86InductorQuantizer().set_global(_quantization_config(scheme))
     prepared = prepare_qat_pt2e(graph, quantizer)
     if not any(name.startswith("activation_post_process") for name, _ in prepared.named_children()):
         # Seen with torch 2.11 + torchao 0.18: the quantizer's patterns match nothing and QAT would

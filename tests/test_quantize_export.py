@@ -115,3 +115,19 @@ def test_coreml_predict_matches_torch(quantized, tmp_path):
     x = (torch.from_numpy(pixels).float() / 255 - SPEC.mean[0]) / SPEC.std[0]
     probs = torch.softmax(student.module(x.view(1, 1, 8, 8)), -1)[0]
     assert out["classLabel"] == SPEC.labels[int(probs.argmax())]
+
+
+def test_the_int8_scheme_follows_the_target_runtime():
+    from edgedistill.targets import load_target
+
+    assert quantize.scheme_for(load_target("iphone-15-pro")) == "coreml-w8a8"
+    assert {quantize.scheme_for(load_target(t)) for t in ("pixel-8", "x86-avx2", "raspberry-pi-5")} == {"onnxruntime-u8s8"}
+
+    def activation_ranges(scheme):
+        prepared = quantize.prepare_qat(cnn(seed=0).module, SPEC, scheme)
+        return {(m.quant_min, m.quant_max) for name, m in prepared.named_children()
+                if name.startswith("activation_post_process")
+                and m.qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric)}
+
+    assert activation_ranges("onnxruntime-u8s8") == {(0, 255)}  # per-tensor activations: unsigned, asymmetric
+    assert activation_ranges("coreml-w8a8") == {(-128, 127)}  # signed, symmetric: Core ML's W8A8

@@ -17,13 +17,15 @@ def not_applicable(recipe) -> str | None:
     return None
 
 
-def _prepared(state):
-    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec)
+def _prepared(ctx, state):
+    scheme = quantize.scheme_for(ctx.target)
+    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec, scheme)
 
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.qat
-    prepared = _prepared(state)
+    prepared = _prepared(ctx, state)
+    scheme = quantize.scheme_for(ctx.target)
     history = train(ctx, "qat", prepared, make_task(ctx, state, cfg, prepared), stage_dir, set_mode=quantize.set_mode)
     fake_quant = predict(prepared, ctx.data.x_test, set_mode=quantize.set_mode)
     fake_quant_accuracy = accuracy(fake_quant, ctx.data.y_test)
@@ -37,14 +39,14 @@ def run(ctx, state, stage_dir):
     state.records["qat"] = {
         "name": "qat", "accuracy": accuracy(logits, ctx.data.y_test), **state.student.size(),
         "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung],
-        "quantizer": "torchao-pt2e-x86 (u8 act, s8 per-channel w)",
+        "quantizer": f"torchao-pt2e {scheme}: {quantize.SCHEMES[scheme]}",
         "agreement_with_teacher": teacher_agreement(ctx, state, logits),
     }
     return state
 
 
 def restore(ctx, state, stage_dir):
-    prepared = _prepared(state)
+    prepared = _prepared(ctx, state)
     prepared.load_state_dict(io.load_torch(stage_dir / "model.pt"))
     state.quantized = quantize.convert(prepared)
     return state
