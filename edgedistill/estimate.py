@@ -1,14 +1,19 @@
 """Latency estimated for a device this machine cannot stand in for: a per-layer roofline over the ONNX graph.
 
 Each compute node costs max(arithmetic time, memory time) at the target's datasheet peaks scaled by
-efficiency factors, plus a fixed dispatch overhead per node:
+efficiency factors, plus a fixed dispatch overhead per node (other nodes: OTHER_NODE_WEIGHT of one):
 
     t_node = max(2 * MACs / (peak_ops * compute_eff), bytes_moved / (bandwidth * memory_eff)) + overhead
 
-bytes_moved = weights + input and output activations at the precision's width. The efficiency factors are
-the fraction of datasheet peak that small-batch inference typically reaches (nn-Meter and the vendors'
-published benchmarks land between 20% and 60% for CPUs and NPUs at batch 1); they are rough, and every
-figure this module makes is labelled "estimated", never "measured"."""
+bytes_moved = weights + input and output activations at the precision's width. The factors are NOT yet
+calibrated: they are the fraction of datasheet peak that small-batch inference typically reaches (nn-Meter
+and the vendors' published benchmarks land between 20% and 60% for CPUs and NPUs at batch 1), the same for
+every unit's precisions. scripts/bench_estimator.py measures a set of zoo models (fp32 and int8) on this
+machine, reports the estimator's error against those measurements, and fits the CPU factors (one set per
+precision, hence EFFICIENCY["cpu"] keyed by precision) with calibrate() on half the models, scoring the other
+half; its fitted figures and error belong here and in BENCHMARKS.md once it has run on a quiet machine. The
+GPU and ANE factors stay uncalibrated datasheet fractions. Every figure this module makes is labelled
+"estimated", never "measured"."""
 
 from __future__ import annotations
 
@@ -17,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-# Fraction of peak reached at batch 1, and per-node dispatch cost, by compute unit.
+# Fraction of peak reached at batch 1, and per-node dispatch cost, by compute unit (the CPU's by precision).
 EFFICIENCY = {
-    "cpu": {"compute": 0.35, "memory": 0.6, "overhead_us": 4.0},
+    "cpu": {"fp32": {"compute": 0.35, "memory": 0.6, "overhead_us": 4.0},
+            "int8": {"compute": 0.35, "memory": 0.6, "overhead_us": 4.0}},
     "gpu": {"compute": 0.25, "memory": 0.6, "overhead_us": 10.0},
     "ane": {"compute": 0.5, "memory": 0.6, "overhead_us": 8.0},
 }
+# A node that is not a compute node (activation, pooling, add...) costs this fraction of one dispatch.
+OTHER_NODE_WEIGHT = 0.25
 COMPUTE_OPS = {"Conv", "ConvInteger", "QLinearConv", "Gemm", "QGemm", "MatMul", "MatMulInteger", "QLinearMatMul",
                "FusedConv", "ConvTranspose"}
 
@@ -33,7 +41,7 @@ class NodeCost:
     op: str
     macs: int
     bytes: int
-    ms: float
+    ms: float = 0.0  # filled by roofline_ms
 
 
 def _shapes(model) -> dict[str, tuple[int, ...]]:
@@ -72,18 +80,42 @@ def _node_macs(node, shapes) -> int:
     return int(np.prod(out) * k)
 
 
-def estimate(onnx_path: Path, target, precision: str | None = None) -> dict:
-    """{"kind": "estimated", "p50", "p90", "p99", "layers": [...]} for `onnx_path` on `target`.
+def efficiency(compute_unit: str, precision: str) -> dict:
+    """The factors for a compute unit at a precision: the CPU's are keyed by precision (fp16 falls back to
+    fp32's), the other units' are one set for all."""
+    table = EFFICIENCY[compute_unit]
+    if "compute" in table:
+        return dict(table)
+    return dict(table.get(precision) or table["fp32"])
 
-    precision: "int8" | "fp16" | "fp32"; default from the graph (integer kernels -> int8) and the target."""
-    import onnx
 
-    model = onnx.load(str(onnx_path))
+def graph_work(model, precision: str) -> tuple[list[NodeCost], int]:
+    """The roofline's inputs from an ONNX model: each compute node's MACs and bytes moved (weights + input and
+    output activations at the precision's width; `ms` left 0), and the number of other nodes that dispatch
+    (quantize/dequantize excluded: they fuse into the integer kernels when ONNX Runtime loads the graph)."""
     shapes = _shapes(model)
-    ops = {n.op_type for n in model.graph.node}
-    if precision is None:
-        quantized = bool(ops & {"QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm"})
-        precision = "int8" if quantized else ("fp16" if target.runtime == "coreml" else "fp32")
+    width = {"int8": 1, "fp16": 2, "fp32": 4}[precision]
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        moved = sum(int(np.prod(shapes[t])) for t in [*node.input[:2], node.output[0]] if t in shapes) * width
+        layers.append(NodeCost(node.name, node.op_type, _node_macs(node, shapes), moved, 0.0))
+    other = sum(1 for n in model.graph.node if n.op_type not in COMPUTE_OPS | {"QuantizeLinear", "DequantizeLinear"})
+    return layers, other
+
+
+def roofline_ms(layers: list[NodeCost], other: int, peak_gops: float, bandwidth_gbs: float, eff: dict) -> float:
+    """Total latency in ms; fills each layer's `ms`. Other nodes cost OTHER_NODE_WEIGHT of a dispatch each."""
+    for c in layers:
+        compute_ms = 2 * c.macs / (peak_gops * 1e9 * eff["compute"]) * 1e3
+        memory_ms = c.bytes / (bandwidth_gbs * 1e9 * eff["memory"]) * 1e3
+        c.ms = max(compute_ms, memory_ms)
+    return sum(c.ms for c in layers) + (len(layers) + other * OTHER_NODE_WEIGHT) * eff["overhead_us"] / 1e3
+
+
+def peaks(target, precision: str) -> tuple[float, float]:
+    """(peak Gop/s at the precision, memory bandwidth GB/s) from the target's datasheet figures."""
     peak_gops = {"int8": target.peak_int8_gops, "fp16": target.peak_fp16_gflops, "fp32": target.peak_fp32_gflops}
     peak = peak_gops[precision] or target.peak_fp16_gflops or target.peak_fp32_gflops or target.peak_int8_gops
     bandwidth = target.memory_bandwidth_gbs
@@ -91,24 +123,66 @@ def estimate(onnx_path: Path, target, precision: str | None = None) -> dict:
         from edgedistill.errors import UserError
 
         raise UserError(f"target {target.name}: needs peak compute and memory_bandwidth_gbs to estimate latency")
-    eff = EFFICIENCY[target.compute_unit]
-    width = {"int8": 1, "fp16": 2, "fp32": 4}[precision]
-    layers = []
-    for node in model.graph.node:
-        if node.op_type not in COMPUTE_OPS:
-            continue
-        macs = _node_macs(node, shapes)
-        moved = sum(int(np.prod(shapes[t])) for t in [*node.input[:2], node.output[0]] if t in shapes) * width
-        compute_ms = 2 * macs / (peak * 1e9 * eff["compute"]) * 1e3
-        memory_ms = moved / (bandwidth * 1e9 * eff["memory"]) * 1e3
-        layers.append(NodeCost(node.name, node.op_type, macs, moved, max(compute_ms, memory_ms)))
-    # Quantize/dequantize pairs around compute nodes fuse into integer kernels when the runtime loads the
-    # graph (QLinearConv...), so they cost no dispatch of their own; other nodes count a quarter of one.
-    other = sum(1 for n in model.graph.node if n.op_type not in COMPUTE_OPS | {"QuantizeLinear", "DequantizeLinear"})
-    total = sum(c.ms for c in layers) + (len(layers) + other * 0.25) * eff["overhead_us"] / 1e3
+    return peak, bandwidth
+
+
+def graph_precision(model, target) -> str:
+    """int8 for a graph with integer kernels or quantize nodes, else the target's float precision."""
+    ops = {n.op_type for n in model.graph.node}
+    quantized = bool(ops & {"QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QGemm"})
+    return "int8" if quantized else ("fp16" if target.runtime == "coreml" else "fp32")
+
+
+def estimate(onnx_path: Path, target, precision: str | None = None) -> dict:
+    """{"kind": "estimated", "p50", "p90", "p99", "layers": [...]} for `onnx_path` on `target`.
+
+    precision: "int8" | "fp16" | "fp32"; default from the graph (integer kernels -> int8) and the target."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    precision = precision or graph_precision(model, target)
+    peak, bandwidth = peaks(target, precision)
+    eff = efficiency(target.compute_unit, precision)
+    layers, other = graph_work(model, precision)
+    total = roofline_ms(layers, other, peak, bandwidth, eff)
     top = sorted(layers, key=lambda c: -c.ms)[:5]
     return {
         "kind": "estimated", "p50": total, "p90": total, "p99": total, "precision": precision,
         "threads": target.threads, "macs": sum(c.macs for c in layers), "method": "roofline per layer",
         "efficiency": eff, "layers": [{"name": c.name, "op": c.op, "macs": c.macs, "ms": c.ms} for c in top],
     }
+
+
+def calibrate(samples: list[tuple[list[NodeCost], int, float]], peak_gops: float, bandwidth_gbs: float) -> dict:
+    """CPU factors {"compute", "memory", "overhead_us"} that fit measured latencies: `samples` are
+    (layers, other nodes, measured ms) from graph_work and a measurement, all at one precision and peak.
+
+    Minimises the mean absolute log error (a ratio error: a 2x miss on a 0.05 ms model weighs what it weighs
+    on a 5 ms one): a coarse log-spaced grid, then Nelder-Mead from the best point, in log space."""
+    from scipy.optimize import minimize
+
+    measured = np.log([ms for _, _, ms in samples])
+    # Per sample: arrays of flops and bytes, and the dispatch count; vectorised over a grid of factors.
+    flops = [np.array([2.0 * c.macs for c in layers]) for layers, _, _ in samples]
+    moved = [np.array([float(c.bytes) for c in layers]) for layers, _, _ in samples]
+    dispatches = np.array([len(layers) + other * OTHER_NODE_WEIGHT for layers, other, _ in samples])
+
+    def loss(log_factors: np.ndarray) -> np.ndarray:
+        """Mean |log(estimated / measured)| for factor rows [log compute, log memory, log overhead_us]."""
+        lf = np.atleast_2d(log_factors)
+        compute, memory, overhead_us = np.exp(lf[:, 0:1]), np.exp(lf[:, 1:2]), np.exp(lf[:, 2])
+        totals = np.stack([
+            np.maximum(f / (peak_gops * 1e9 * compute), b / (bandwidth_gbs * 1e9 * memory)).sum(axis=1) * 1e3
+            + dispatches[i] * overhead_us / 1e3
+            for i, (f, b) in enumerate(zip(flops, moved))], axis=1)
+        return np.abs(np.log(totals) - measured).mean(axis=1)
+
+    axes = [np.log(np.geomspace(0.01, 4.0, 25)), np.log(np.geomspace(0.01, 40.0, 25)),
+            np.log(np.geomspace(0.2, 200.0, 25))]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    start = grid[np.argmin(loss(grid))]
+    best = minimize(lambda v: float(loss(v)[0]), start, method="Nelder-Mead",
+                    options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 4000})
+    x = best.x if best.fun <= float(loss(start)[0]) else start
+    compute, memory, overhead_us = np.exp(x)
+    return {"compute": float(compute), "memory": float(memory), "overhead_us": float(overhead_us)}
