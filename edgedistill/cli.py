@@ -170,24 +170,62 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory made by `co
 
 
 def main() -> None:
+    from typer import _click
+    from typer.exceptions import Abort
+
     _quiet_libraries()
     try:
-        app()  # typer/click handle their own usage errors (exit 2) and --help
+        # Not standalone: typer would print click's usage errors as a multi-line panel, and turn Ctrl-C into a
+        # silent exit 130. Here every failure is one line.
+        code = app(standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as e:  # `edgedistill` alone: the help is the answer
+        if e.format_message().strip():
+            typer.echo(e.format_message(), err=True)
+        sys.exit(e.exit_code)
+    except _click.exceptions.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else _command_path()
+        _fail(_one_line(e.format_message()).rstrip(".") + f"; see {command} --help", e.exit_code)
+    except _click.exceptions.ClickException as e:
+        _fail(_one_line(e.format_message()), e.exit_code)
+    except Abort:
+        _fail("aborted", 1)
     except UserError as e:
         _fail(e, 2)
     except RefusedError as e:
         _fail(e, 3)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: rerun the same command to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt:  # outside typer's own handling (which makes it an exit 130, below)
+        _interrupted()
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         _fail(UserError(f"{e.filename or 'the output directory'}: no space left on the device; free some space "
                         "or choose another --out, then rerun to resume"), 2)
+    if code == 130:  # typer.core turns a KeyboardInterrupt (Ctrl-C, SIGINT) into an exit with status 130
+        _interrupted()
+    if isinstance(code, int) and code:  # typer.Exit(3) of `check`
+        sys.exit(code)
 
 
-def _fail(e: Exception, code: int) -> None:
+def _command_path() -> str:
+    """'edgedistill compress' for an error click raised without its context (an option missing its value)."""
+    from typer import _click
+
+    prog = _click.utils._detect_program_name()
+    names = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    return f"{prog} {command}" if command in names else prog
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted: rerun the same command to resume", err=True)
+    sys.exit(130)
+
+
+def _fail(e: Exception | str, code: int) -> None:
     if _debug:
         import traceback
 

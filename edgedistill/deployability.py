@@ -67,6 +67,7 @@ def _read_onnx(path: Path) -> Graph:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)  # op types only: weights are not needed
+    validate_onnx(path)
     functions = {(f.domain, f.name): f for f in model.functions}
     counts: dict[str, int] = {}
 
@@ -82,6 +83,17 @@ def _read_onnx(path: Path) -> Graph:
 
     visit(model.graph.node)
     return Graph("onnx", counts, {o.domain or "ai.onnx": o.version for o in model.opset_import})
+
+
+def validate_onnx(path: str | Path) -> None:
+    """onnx.checker on the file (by path: external data and models over 2 GB work); UserError when it fails."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as e:
+        message = " ".join(str(e).split()) or e.__class__.__name__
+        raise UserError(f"{path}: not a valid ONNX model ({message[:160]})") from None
 
 
 def _read_ort(path: Path) -> Graph:

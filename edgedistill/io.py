@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,20 @@ import yaml
 
 from edgedistill.errors import UserError
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: Path) -> Iterator[None]:
+    """A full disk raised while writing `path` names `path` (a write() or fsync() error names no file, and
+    a temporary sibling's name means nothing to the user)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in FULL or e.filename == str(path):
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -22,16 +37,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     Works for files and directories (an .mlpackage is a directory)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp / path.name
-    try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with naming_full_disk(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        target = tmp / path.name
+        try:
+            yield target
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(target, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _writes() -> bool:
@@ -64,12 +80,17 @@ def write_yaml(path: Path, obj: Any) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    """torch.save, atomically. Serialized in memory first: torch's own file writer reports a full disk as a
+    RuntimeError ('unexpected pos'), while write_bytes raises the OSError(ENOSPC) the CLI explains."""
+    import io as _io
+
     import torch
 
     if not _writes():
         return
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_torch(path: Path) -> Any:
@@ -109,8 +130,19 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        out = self.path.parent
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if e.errno in FULL:
+                raise
+            raise UserError(f"--out {out}: cannot create it ({e.strerror or e}); choose a writable directory") from None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno in FULL:
+                raise
+            raise UserError(f"--out {out}: cannot write in it ({e.strerror or e}); choose a writable directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

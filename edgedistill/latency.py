@@ -56,9 +56,11 @@ def for_file(path: Path, target, warmup: int = 20, repeats: int = 200) -> dict:
     if path.suffix != ".onnx":
         raise UserError(f"{path}: {target.name} cannot be timed on this machine and estimates read the graph "
                         "of an .onnx file; pass the .onnx the artifact was made from")
+    from edgedistill.deployability import validate_onnx
     from edgedistill.estimate import estimate
 
     try:
+        validate_onnx(path)  # an estimate reads the graph as given: refuse one no runtime would load
         return {**estimate(path, target), "batch": 1, "target": target.name}
     except UserError:
         raise

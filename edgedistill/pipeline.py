@@ -50,7 +50,8 @@ class Context:
         if not distributed.is_main():
             return
         line = json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, default=str)
-        with open(self.out / "events.jsonl", "a", encoding="utf-8") as f:
+        path = self.out / "events.jsonl"
+        with io.naming_full_disk(path), open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
 
 
@@ -92,8 +93,20 @@ def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def _deterministic(compiled: bool) -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True). That also sets inductor's flag, importing
+    torch._inductor.config (a second of every run); only torch.compile uses inductor, so otherwise set the
+    switch alone."""
+    if compiled or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+
+
 def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False, quiet: bool = False) -> State:
-    out = Path(out)
+    # Absolute once, here: a stage may chdir (onnxruntime's quantizer runs in a temporary directory), and every
+    # path the run records is written relative to `out`.
+    out = Path(out).resolve()
     lock = io.RunLock(out) if distributed.is_main() else contextlib.nullcontext()
     with lock:
         if force and distributed.is_main():
@@ -104,7 +117,7 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
         ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
         if ctx.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)  # same recipe and seed, same numbers
+            _deterministic(recipe.training.compile)  # same recipe and seed, same numbers
         else:
             torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
         if not quiet:

@@ -348,10 +348,19 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+PATH_FIELDS = (("data", "path"), ("data", "train"), ("data", "test"), ("teacher", "checkpoint"), ("teacher", "path"))
+
+
+def _override_key(assignment: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in assignment.partition("=")[0].strip().split("."))
+
+
 def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
     """A recipe from a file path or a built-in name, with `--set` overrides, validated.
 
-    Relative paths inside a recipe file are resolved against the file's folder."""
+    Relative paths inside a recipe file are resolved against the file's folder; relative paths typed on the
+    command line (`--set teacher.checkpoint=t.pt`, or a whole section `--set teacher={...}`) against the
+    working directory."""
     path = Path(ref)
     if path.is_file():
         raw, source, base = read_yaml(path), str(path), path.resolve().parent
@@ -364,15 +373,18 @@ def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
     if raw is None or not isinstance(raw, dict):
         validate(Recipe, raw, source)  # raises with a clear message
     raw = copy.deepcopy(raw)
+    typed: set[tuple[str, str]] = set()  # the path fields whose value now comes from the command line
     for assignment in overrides:
         apply_override(raw, assignment)
+        key = _override_key(assignment)
+        typed |= {f for f in PATH_FIELDS if f[: len(key)] == key[:2]}
     recipe = validate(Recipe, raw, source)
-    for section, field in (("data", "path"), ("data", "train"), ("data", "test"), ("teacher", "checkpoint"),
-                           ("teacher", "path")):
+    for section, field in PATH_FIELDS:
         obj = getattr(recipe, section)
         value = getattr(obj, field)
         if value is not None:
-            resolved = value if value.is_absolute() else (base / value).resolve()
+            origin = Path.cwd() if (section, field) in typed else base
+            resolved = value if value.is_absolute() else (origin / value).resolve()
             if not resolved.exists():
                 raise UserError(f"{section}.{field}: {value} does not exist (resolved to {resolved})")
             setattr(obj, field, resolved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import types
 import typing
@@ -32,13 +33,35 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _unwrap_optional(annotation: Any) -> Any:
+    """`X | None` -> X; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
 def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = root
+    """The model at an error location, stepping into list items (`features.0` -> FeatureMatch) and mapping
+    values."""
+    annotation: Any = root
     for key in loc:
-        if model is None or not isinstance(key, str) or key not in model.model_fields:
+        model = _submodel(annotation)
+        if model is not None:
+            if not isinstance(key, str) or key not in model.model_fields:
+                return None
+            annotation = model.model_fields[key].annotation
+            continue
+        container = _unwrap_optional(annotation)
+        origin, args = typing.get_origin(container), typing.get_args(container)
+        if isinstance(key, int) and origin in (list, tuple, collections.abc.Sequence) and args:
+            annotation = args[0]
+        elif isinstance(key, str) and origin is dict and len(args) == 2:
+            annotation = args[1]
+        else:
             return None
-        model = _submodel(model.model_fields[key].annotation)
-    return model
+    return _submodel(annotation)
 
 
 def describe_error(root: type[BaseModel], err: ValidationError) -> str:

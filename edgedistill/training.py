@@ -153,9 +153,12 @@ def fit(
         seconds = time.perf_counter() - t0
         record = {k: float(distributed.sum_over_ranks(v)) / n for k, v in sums.items()}
         if not math.isfinite(record["loss"]):
+            # A changed stage config changes the stage's fingerprint, and pipeline._prepare_dir then discards the
+            # kept checkpoint: the advice must not promise a resume.
             raise RefusedError(
                 f"stage {stage}: loss became {record['loss']} in epoch {epoch + 1}; stopped, the last good "
-                f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun to resume"
+                f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun: the stage then starts "
+                f"over (a changed stages.{stage} discards {checkpoint.name}), the stages before it are kept"
             )
         scheduler.step()
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,

@@ -96,7 +96,8 @@ def test_text_data_errors_name_the_field(files, tmp_path):
         load_data(recipe.data, 0, tokenizer_dir=recipe.teacher.path)
     np.savez(tmp_path / "s.npz", x_train=np.array(["good w1", "bad w2"] * 5), y_train=np.array([1, 0] * 5),
              x_test=np.array(["good", "bad"]), y_test=np.array([1, 0]))
-    recipe = load_recipe("text-classification", [f"teacher.path={files['teacher']}", f"data.train={tmp_path / 's.npz'}"])
+    recipe = load_recipe("text-classification", [f"teacher.path={files['teacher']}", f"data.train={tmp_path / 's.npz'}",
+                                                 "data.max_length=16"])
     data = load_data(recipe.data, 0, tokenizer_dir=recipe.teacher.path)
     assert len(data.y_train) == 10 and data.y_test.tolist() == [1, 0]
     with pytest.raises(UserError, match=r"teacher.path: .* has no config.json"):

@@ -70,13 +70,17 @@ def _split(x: list, y: list, cfg: DataConfig, seed: int):
 def load_text(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
     """Token ids (N, max_length) from the teacher's tokenizer; the spec carries the padding id."""
     from edgedistill.data import text
-    from edgedistill.models.hf import load_tokenizer
+    from edgedistill.models.hf import load_tokenizer, max_positions
 
     x_tr, y_tr, x_te, y_te = text.read_splits(cfg)
     if x_te is None:
         x_tr, x_te, y_tr, y_te = _split(x_tr, y_tr, cfg, seed)
     y_tr, y_te, labels = text.label_indices(list(y_tr), list(y_te), cfg.labels)
     tokenizer = load_tokenizer(tokenizer_dir)
+    positions = max_positions(tokenizer_dir)
+    if positions is not None and cfg.max_length > positions:
+        raise UserError(f"data.max_length: {cfg.max_length} tokens, but the teacher has position embeddings for "
+                        f"{positions}; set data.max_length <= {positions}")
     if tokenizer.pad_token_id is None:
         raise UserError(f"teacher.path: the tokenizer in {tokenizer_dir} has no padding token; set one and save it")
     spec = ModelSpec(task="text-classification", input_shape=(cfg.max_length,), num_classes=len(labels),

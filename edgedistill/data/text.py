@@ -25,6 +25,10 @@ def _rows(path: Path, field: str, text_column: str, label_column: str) -> tuple[
                 rows = list(reader)
         elif suffix == ".jsonl":
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+            if bad is not None:
+                raise UserError(f"{field}: example {bad + 1} of {path.name} is not a JSON object; write one "
+                                f'object per line, e.g. {{"{text_column}": "...", "{label_column}": 1}}')
             header = list(rows[0]) if rows else []
         else:
             raise UserError(f"{field}: {path.name} is not a {', '.join(SUFFIXES)} file")

@@ -48,8 +48,9 @@ class DistillationTask(nn.Module):
 
     def __init__(self, teacher: nn.Module, temperature: float, kd_weight: float, ce_weight: float,
                  student: nn.Module | None = None, features: Sequence = (), example_input: torch.Tensor | None = None,
-                 teacher_input=None):
+                 teacher_input=None, field: str = "features"):
         super().__init__()
+        self.field = field  # the recipe field the feature terms came from, for error messages
         object.__setattr__(self, "teacher", teacher.eval())  # not a submodule: its weights are not ours to train
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -77,7 +78,8 @@ class DistillationTask(nn.Module):
         self.teacher(self.teacher_input(example))
         student.train(was_training)
         s_out, t_out = self._taps[0].outputs, self._taps[1].outputs
-        for f in self.features:
+        for i, f in enumerate(self.features):
+            _check_fit(f, s_out[f.student, f.kind], t_out[f.teacher, f.kind], f"{self.field}[{i}]")
             if f.kind == "fitnet":
                 self.projections[self._key(f)] = projection(s_out[f.student, f.kind],
                                                             t_out[f.teacher, f.kind]).to(example.device)
@@ -135,7 +137,23 @@ class DistillationTask(nn.Module):
     @classmethod
     def from_stage(cls, teacher: nn.Module, cfg, student: nn.Module | None = None,
                    example_input: torch.Tensor | None = None, teacher_input=None,
-                   features: Sequence | None = None) -> "DistillationTask":
+                   features: Sequence | None = None, field: str = "features") -> "DistillationTask":
         features = getattr(cfg, "features", ()) if features is None else features
-        return cls(teacher, cfg.temperature, cfg.kd_weight, cfg.ce_weight, student=student,
-                   features=features, example_input=example_input, teacher_input=teacher_input)
+        return cls(teacher, cfg.temperature, cfg.kd_weight, cfg.ce_weight, student=student, features=features,
+                   example_input=example_input, teacher_input=teacher_input, field=field)
+
+
+def _check_fit(f, student: torch.Tensor, teacher: torch.Tensor, field: str) -> None:
+    """A feature term must compare like with like: feature maps or vectors for FitNets, feature maps for
+    attention transfer, (N, heads, L, L) probabilities for attention_probs."""
+    from edgedistill.errors import UserError
+
+    shapes = f"{f.student} gives {tuple(student.shape)} and {f.teacher} gives {tuple(teacher.shape)}"
+    if f.kind == "fitnet" and (student.dim() != teacher.dim() or student.dim() not in (2, 3, 4)):
+        raise UserError(f"{field}: {shapes}; fitnet compares two feature maps, two vectors or two token sequences")
+    if f.kind == "attention" and not (student.dim() == teacher.dim() == 4):
+        raise UserError(f"{field}: {shapes}; attention transfer needs feature maps (N, C, H, W) on both sides")
+    if f.kind == "attention_probs" and not (student.dim() == teacher.dim() == 4 and
+                                            student.shape[-2:] == teacher.shape[-2:]):
+        raise UserError(f"{field}: {shapes}; attention_probs needs self-attention modules of eager-attention "
+                        "transformers on both sides, at the same sequence length")

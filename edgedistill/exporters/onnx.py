@@ -34,15 +34,31 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, opset: int, *, i
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
             )
-        except Exception as e:  # the exporter's errors name the operator it could not translate
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise RefusedError(f"export {path.name}: the ONNX exporter failed: {first}") from None
+        except Exception as e:
+            raise RefusedError(f"export {path.name}: the ONNX exporter failed: {exporter_failure(e)}") from None
         model = onnx.load(str(tmp))
         if int8:
             model = fuse_friendly_qdq(model)
         strip_metadata(model)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
+
+
+def exporter_failure(error: BaseException) -> str:
+    """One line naming what failed: the operator with no ONNX translation when the exporter's chained errors
+    name one (its own first line is generic advice), else the first line of the error."""
+    import re
+
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(re.sub(r"\x1b\[[0-9;]*m", "", str(e)))
+        e = e.__cause__ or e.__context__
+    text = "\n".join(chain)
+    op = re.search(r"OpOverload\(op='([\w.]+)'", text) or re.search(r"target=torch\.ops\.([\w.]+)", text)
+    if op:
+        return f"operator {op.group(1)} has no ONNX translation; replace it in the model or register a translation"
+    first = chain[0].strip().splitlines()
+    return first[0] if first else error.__class__.__name__
 
 
 def strip_metadata(model) -> None:

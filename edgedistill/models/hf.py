@@ -88,13 +88,25 @@ def load_tokenizer(path: Path, field: str = "teacher.path"):
                         "save the tokenizer into the model directory") from None
 
 
-def has_head(path: Path, num_labels: int) -> bool:
-    """True when the directory holds a sequence classifier for exactly `num_labels` classes."""
+def max_positions(path: Path) -> int | None:
+    """The longest sequence the model's position embeddings cover (RoBERTa reserves pad_token_id + 1 slots)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    return (any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-            and config.num_labels == num_labels)
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    return n - (config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta") else 0)
+
+
+def head_classes(path: Path) -> int | None:
+    """The number of classes of the directory's sequence-classification head; None for a bare encoder."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        return config.num_labels
+    return None
 
 
 def _label_maps(labels) -> dict:

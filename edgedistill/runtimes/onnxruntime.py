@@ -13,6 +13,7 @@ import numpy as np
 def session(path: Path, threads: int = 1, optimized_path: Path | None = None):
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # e.g. its warning on saving an optimized graph, which we do on purpose
     opts = ort.SessionOptions()
     # Pinned threads: an unpinned session spins as many threads as cores and disturbs everything else.
     opts.intra_op_num_threads = threads

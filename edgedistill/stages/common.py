@@ -35,6 +35,10 @@ def new_handle(ctx, cfg, teacher: ModelHandle | None = None) -> ModelHandle:
     """A freshly initialised model from a recipe's teacher/student section (a Hugging Face teacher comes
     from its directory; a Hugging Face student is built from `teacher`)."""
     spec = ctx.data.spec
+    own = getattr(cfg, "normalization", None)
+    if own is not None and len(own.mean) != spec.input_shape[0]:
+        raise UserError(f"teacher.normalization: has {len(own.mean)} channel(s) but the images have "
+                        f"{spec.input_shape[0]}; give one mean/std per channel")
     if cfg.arch == "hf":
         from edgedistill.models import hf
 
@@ -91,13 +95,15 @@ def make_task(ctx, state, cfg, student_module, teacher=None):
     if ctx.device.type == "cuda" and len(spec.input_shape) == 3:
         teacher.to(memory_format=torch.channels_last)  # as the student's batches arrive
     teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
+    field = f"stages.{stage_name(ctx, cfg)}"
     features = list(cfg.features)
     if getattr(cfg, "layer_match", None) is not None:
         from edgedistill.distill.features import transformer_layer_terms
 
-        features += transformer_layer_terms(cfg.layer_match, student_module, teacher, f"stages.{stage_name(ctx, cfg)}")
+        features += transformer_layer_terms(cfg.layer_match, student_module, teacher, field)
     task = DistillationTask.from_stage(teacher, cfg, student=student_module, features=features,
-                                       example_input=ctx.data.x_train[:2], teacher_input=teacher_input)
+                                       example_input=ctx.data.x_train[:2], teacher_input=teacher_input,
+                                       field=f"{field}.features")
     task.cache_info = {}
     cache = cfg.cache_teacher if cfg.cache_teacher is not None else not stage_augment(ctx, cfg).active
     if cache and not task.features:

@@ -4,17 +4,23 @@ train one with cross-entropy (a Hugging Face encoder without a head for the data
 from __future__ import annotations
 
 from edgedistill.distill import SupervisedTask
+from edgedistill.errors import UserError
 from edgedistill.stages.common import evaluate, load_weights, new_handle, save_weights, train
 
 
 def _needs_training(ctx, cfg) -> bool:
     if cfg.arch != "hf":
         return cfg.checkpoint is None
-    if cfg.finetune is not None:
-        return cfg.finetune
     from edgedistill.models import hf
 
-    return not hf.has_head(cfg.path, ctx.data.spec.num_classes)
+    classes, wanted = hf.head_classes(cfg.path), ctx.data.spec.num_classes
+    fits = classes == wanted
+    if cfg.finetune is False and not fits:
+        has = f"a head for {classes} classes" if classes else "no classification head"
+        raise UserError(f"teacher.finetune: false, but {cfg.path} has {has} and the data has {wanted} classes (it "
+                        "would start from a random head); set teacher.finetune: true or give a classifier trained "
+                        "on these labels")
+    return cfg.finetune if cfg.finetune is not None else not fits
 
 
 def run(ctx, state, stage_dir):
