@@ -11,7 +11,25 @@ from pathlib import Path
 from edgedistill import io
 
 
+def _key(ctx) -> str:
+    """What the verdict depends on: the models, the data's shape, the opset and the target."""
+    import hashlib
+    import json
+
+    r = ctx.recipe
+    parts = [r.teacher.model_dump(mode="json"), r.student.model_dump(mode="json"), list(ctx.data.spec.input_shape),
+             ctx.data.spec.num_classes, r.stages.export.opset, ctx.target.model_dump(mode="json")]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run(ctx) -> dict:
+    import json
+
+    done = ctx.out / "preflight.json"
+    if done.exists():  # a resumed run: the same models and target were checked already
+        previous = json.loads(done.read_text())
+        if previous.get("key") == _key(ctx):
+            return previous
     try:
         from edgedistill.deployability import check_file, summarize
         from edgedistill.exporters.onnx import export_onnx
@@ -25,8 +43,9 @@ def run(ctx) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "student.onnx"
         export_onnx(student.module.cpu().eval(), student.spec, path, recipe.stages.export.opset)
-        record = {"checked": "fp32 ONNX of the untrained student", **summarize(check_file(path, ctx.target))}
-    io.write_json(ctx.out / "preflight.json", record)
+        record = {"checked": "fp32 ONNX of the untrained student", **summarize(check_file(path, ctx.target)),
+                  "key": _key(ctx)}
+    io.write_json(done, record)
     if not record["ok"]:
         ctx.log(f"preflight: {ctx.target.name} cannot run {', '.join(record['unsupported'])} in the student; "
                 "the export for it will fail its check")

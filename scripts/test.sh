@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the test suite (about 4 minutes on 2 cores). Extra arguments go to pytest.
+# Sets up .venv and runs the test suite (about 10 minutes on 2 cores). Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 .venv/bin/python -m pytest -q "$@"
