@@ -126,6 +126,9 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             ctx.progress = StageProgress()
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
         ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        for name, stage in _stages():  # recipe x target conflicts, before any training
+            if getattr(recipe.stages, name).enabled and hasattr(stage, "validate"):
+                stage.validate(recipe, target)
         if distributed.is_main() and recipe.stages.export.enabled:
             from edgedistill import preflight
 

@@ -126,3 +126,14 @@ def test_coreml_predict_on_macos_matches_torch(tmp_path):
     x = (torch.round(x * 255) / 255 - 0.3) / 0.4
     probs = coreml_rt.probabilities(path, x.numpy(), spec, "image")
     assert (probs.argmax(-1) == torch.softmax(model(x), -1).argmax(-1).numpy()).mean() >= 0.9
+
+
+def test_on_device_bench_for_a_target_without_adb_is_refused_before_training(tmp_path):
+    from edgedistill import pipeline
+    from edgedistill.recipe import load_recipe
+    from edgedistill.targets import load_target
+
+    with pytest.raises(UserError, match="stages.bench.on_device: .* iphone-15-pro runs coreml"):
+        pipeline.run(load_recipe("digits", ["stages.bench.on_device=true"]), load_target("iphone-15-pro"), tmp_path,
+                     quiet=True)
+    assert not (tmp_path / "01-teacher").exists()

@@ -476,6 +476,7 @@ def test_latency_budget_on_a_target_this_machine_cannot_time(tmp_path, target):
     result = cli("compress", "--out", tmp_path / "o", *NO_EXPORT, "--target", target, "--set", "stages.distill.enabled=false",
                  "--set", "stages.prune.latency_ms=1.0")
     one_line(result, 2, "stages.prune.latency_ms:", "cannot be timed on this machine", "use a host target")
+    assert not (tmp_path / "o" / "01-teacher").exists()  # refused before any training
 
 
 def test_bench_of_an_ort_file_for_a_target_this_machine_cannot_time(tmp_path):

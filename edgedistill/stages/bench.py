@@ -52,6 +52,15 @@ def _precision(art: dict, target) -> str:
     return "fp16" if art["kind"] == "coreml" or target.runtime == "coreml" else "fp32"
 
 
+def validate(recipe, target) -> None:
+    """Checked before any stage runs."""
+    if recipe.stages.bench.on_device and target.runtime != "ort-mobile":
+        from edgedistill.errors import UserError
+
+        raise UserError(f"stages.bench.on_device: times the .ort on an attached Android phone, but {target.name} "
+                        f"runs {target.runtime}; use an Android target (pixel-8, galaxy-s23) or turn it off")
+
+
 def _coreml_on_mac(ctx, cfg, art: dict, x_test, y_test, kind: str) -> dict:
     """On macOS: held-out accuracy through Core ML predict, and latency per compute unit (the Mac's, so
     labelled like any host measurement)."""

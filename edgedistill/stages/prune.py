@@ -17,6 +17,13 @@ USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
 
 
+def validate(recipe, target) -> None:
+    """Checked before any stage runs: a latency budget needs a target this machine can time."""
+    if recipe.stages.prune.latency_ms and not target.runs_on_host():
+        raise UserError(f"stages.prune.latency_ms: {target.name} cannot be timed on this machine; use a "
+                        "host target (x86-avx2, x86-avx512-vnni) or a macs_ratio/params_ratio budget")
+
+
 def _measure(ctx, cfg, handle, step: int) -> dict:
     record = {"step": step, "channels": widths(handle.module)[:-1], **evaluate(handle, ctx)}
     if cfg.measure_latency or cfg.latency_ms:
@@ -42,9 +49,6 @@ def _recover(ctx, state, cfg, stage_dir, name: str, epochs: int):
 
 def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     """Prune until the budgets hold; returns the evidence of every step (step 0 = before pruning)."""
-    if cfg.latency_ms and not ctx.target.runs_on_host():
-        raise UserError(f"stages.prune.latency_ms: {ctx.target.name} cannot be timed on this machine; use a "
-                        "host target (x86-avx2, x86-avx512-vnni) or a macs_ratio/params_ratio budget")
     for leftover in stage_dir.glob("checkpoint_step*.pt"):  # steps restart from the distilled student
         leftover.unlink()
     spec = state.student.spec
