@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import RefusedError
+from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.io import atomic_path
 from edgedistill.models import ModelSpec
 
@@ -96,8 +97,7 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
                 config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
                 mlmodel = cto.linear_quantize_weights(mlmodel, config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise RefusedError(f"export {path.name}: Core ML conversion failed: {first}") from None
+            raise RefusedError(f"export {path.name}: Core ML conversion failed: {exporter_failure(e, 'Core ML')}") from None
     mlmodel.short_description = description
     mlmodel.version = version
     mlmodel.license = "Same license as the model it was distilled from"

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from edgedistill.errors import RefusedError
+from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.io import atomic_path
 
 FP32_FILE, INT8_FILE = "model.onnx", "model_quantized.onnx"
@@ -35,6 +36,5 @@ def export(module, tokenizer_dir: Path, path: Path, opset: int) -> None:
                 main_export(str(saved), output=str(out), task="text-classification", opset=opset, device="cpu",
                             do_validation=False, local_files_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise RefusedError(f"export {path.name}: optimum's ONNX exporter failed: {first}") from None
+            raise RefusedError(f"export {path.name}: optimum's ONNX exporter failed: {exporter_failure(e)}") from None
         quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)

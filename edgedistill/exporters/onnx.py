@@ -44,8 +44,8 @@ def export_onnx(module: nn.Module, spec: ModelSpec, path: Path, opset: int, *, i
         onnx.save(model, str(tmp))
 
 
-def exporter_failure(error: BaseException) -> str:
-    """One line naming what failed: the operator with no ONNX translation when the exporter's chained errors
+def exporter_failure(error: BaseException, fmt: str = "ONNX") -> str:
+    """One line naming what failed: the operator with no `fmt` translation when an exporter's chained errors
     name one (its own first line is generic advice), else the first line of the error."""
     import re
 
@@ -56,7 +56,7 @@ def exporter_failure(error: BaseException) -> str:
     text = "\n".join(chain)
     op = re.search(r"OpOverload\(op='([\w.]+)'", text) or re.search(r"target=torch\.ops\.([\w.]+)", text)
     if op:
-        return f"operator {op.group(1)} has no ONNX translation; replace it in the model or register a translation"
+        return f"operator {op.group(1)} has no {fmt} translation; replace it in the model or register a translation"
     first = chain[0].strip().splitlines()
     return first[0] if first else error.__class__.__name__
 

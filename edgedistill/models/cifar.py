@@ -39,10 +39,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["CIFAR_MODELS", "ResNet", "WideResNet"] + [
-    "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
-    "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
-]
+__all__ = ["CIFAR_MODELS", "ResNet", "WideResNet"]
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -234,7 +234,7 @@ def reshape_to(module: TextClassifier, state: dict) -> None:
     size = head_size(module)
     cut, ffn = {}, {}
     for i, layer in enumerate(layers(module.hf)):
-        prefix = f"hf.{layer_path(module, i)[3:]}"
+        prefix = layer_path(module, i)
         kept = state[f"{prefix}.attention.self.query.weight"].shape[0] // size
         have = layer.attention.self.num_attention_heads
         cut[i] = list(range(kept, have))

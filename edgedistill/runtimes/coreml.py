@@ -7,7 +7,6 @@ normalizes itself), or int32 token ids."""
 from __future__ import annotations
 
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +52,8 @@ def probabilities(path: Path, x: np.ndarray, spec, input_name: str, compute_unit
 
 def latency_ms(path: Path, feed: dict, compute_units: str, warmup: int, repeats: int) -> dict:
     """Batch-1 predict latency on this Mac for one compute-unit setting, warm-up excluded."""
+    from edgedistill.runtimes import time_calls
+
     model = _load(path, compute_units)
-    for _ in range(warmup):
-        model.predict(feed)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.predict(feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "repeats": repeats,
-            "compute_units": compute_units, "runtime": "coreml"}
+    return {**time_calls(lambda: model.predict(feed), warmup, repeats), "compute_units": compute_units,
+            "runtime": "coreml"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +52,10 @@ def logits(sess, x: np.ndarray, batch_size: int = 256, pad_id: int = 0) -> np.nd
 
 def latency_ms(sess, example: np.ndarray, warmup: int, repeats: int, pad_id: int = 0) -> dict:
     """Batch-1 latency percentiles in ms, warm-up excluded."""
+    from edgedistill.runtimes import time_calls
+
     inputs = feed(sess, example, pad_id)
-    for _ in range(warmup):
-        sess.run(None, inputs)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, inputs)
-        times.append((time.perf_counter() - t0) * 1e3)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(times)), "repeats": repeats}
+    return time_calls(lambda: sess.run(None, inputs), warmup, repeats)
 
 
 def optimized_op_types(path: Path) -> list[str]:

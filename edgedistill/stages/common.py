@@ -83,7 +83,7 @@ def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
 
 
 
-def make_task(ctx, state, cfg, student_module, teacher=None):
+def make_task(ctx, state, stage: str, cfg, student_module, teacher=None):
     """The stage's DistillationTask: the teacher (re-normalizing its inputs when it expects other
     statistics), feature terms hooked on `student_module`, and teacher logits computed once per run and
     reused by every stage when the data has no random augmentation."""
@@ -95,7 +95,7 @@ def make_task(ctx, state, cfg, student_module, teacher=None):
     if ctx.device.type == "cuda" and len(spec.input_shape) == 3:
         teacher.to(memory_format=torch.channels_last)  # as the student's batches arrive
     teacher_input = renormalizer(spec.mean, spec.std, own.mean, own.std) if own is not None else None
-    field = f"stages.{stage_name(ctx, cfg)}"
+    field = f"stages.{stage}"
     features = list(cfg.features)
     if getattr(cfg, "layer_match", None) is not None:
         from edgedistill.distill.features import transformer_layer_terms
@@ -113,10 +113,6 @@ def make_task(ctx, state, cfg, student_module, teacher=None):
             ctx.cache[key] = (task.cached_logits, info)
         task.cached_logits, task.cache_info = ctx.cache[key]
     return task
-
-
-def stage_name(ctx, cfg) -> str:
-    return next((n for n in ("distill", "prune", "qat") if getattr(ctx.recipe.stages, n) is cfg), "distill")
 
 
 def stage_augment(ctx, cfg):

@@ -17,7 +17,7 @@ def _generation(ctx, state, cfg, stage_dir, g: int, student, teacher_module):
     if weights.exists():  # finished before an interruption
         load_weights(student, weights, "distill")
         return None, {}
-    task = make_task(ctx, state, cfg, student.module, teacher=teacher_module)
+    task = make_task(ctx, state, "distill", cfg, student.module, teacher=teacher_module)
     history = train(ctx, "distill", student.module, task, stage_dir,
                     checkpoint_name=f"checkpoint{g}.pt" if cfg.generations > 1 else "checkpoint.pt")
     task.close()

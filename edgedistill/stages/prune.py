@@ -40,7 +40,7 @@ def _flag(steps: list[dict]) -> None:
 
 
 def _recover(ctx, state, cfg, stage_dir, name: str, epochs: int):
-    task = make_task(ctx, state, cfg, state.student.module)
+    task = make_task(ctx, state, "prune", cfg, state.student.module)
     history = train(ctx, "prune", state.student.module, task, stage_dir, checkpoint_name=name,
                     cfg=cfg.model_copy(update={"epochs": epochs}))
     task.close()

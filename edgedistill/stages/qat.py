@@ -26,7 +26,7 @@ def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.qat
     prepared = _prepared(ctx, state)
     scheme = quantize.scheme_for(ctx.target)
-    history = train(ctx, "qat", prepared, make_task(ctx, state, cfg, prepared), stage_dir, set_mode=quantize.set_mode)
+    history = train(ctx, "qat", prepared, make_task(ctx, state, "qat", cfg, prepared), stage_dir, set_mode=quantize.set_mode)
     fake_quant = predict(prepared, ctx.data.x_test, set_mode=quantize.set_mode)
     fake_quant_accuracy = accuracy(fake_quant, ctx.data.y_test)
     io.save_torch(stage_dir / "model.pt", prepared.state_dict())
