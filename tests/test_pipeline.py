@@ -73,6 +73,23 @@ def test_student_from_teacher_copies_its_weights(tmp_path):
         load_recipe("digits", ["student.from_teacher=true"])
 
 
+def test_student_from_a_checkpoint_goes_straight_to_pruning(tmp_path):
+    torch.manual_seed(0)
+    student = build_model("cnn", [16, 32, 64], (1, 8, 8), 10)
+    torch.save(student.state_dict(), tmp_path / "student.pt")
+    over = ["stages.teacher.epochs=1", f"student.checkpoint={tmp_path / 'student.pt'}", "stages.distill.enabled=false",
+            "stages.prune.enabled=true", "stages.prune.epochs=0", "stages.prune.measure_latency=false", *ONLY_MODELS[2:]]
+    state = pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path / "out", quiet=True)
+    assert "distill" not in state.records
+    saved = torch.load(tmp_path / "out" / "02-student" / "model.pt", weights_only=True)
+    for a, b in zip(saved.values(), student.state_dict().values()):
+        assert torch.equal(a, b)  # the student stage started from the checkpoint, not from a random init
+    assert state.records["prune"]["macs"] < state.records["prune"]["macs_before"]
+    with pytest.raises(UserError, match="checkpoint applies to zoo students"):
+        load_recipe("digits", [f"student.checkpoint={tmp_path / 'student.pt'}", "student.from_teacher=true",
+                               "student.channels=[32, 64, 128]"])
+
+
 def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(tmp_path):
     over = ["stages.teacher.epochs=2", "stages.distill.epochs=2", "device=cpu", *ONLY_MODELS[1:]]
     runs = [pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path / str(i), quiet=True)

@@ -76,7 +76,7 @@ def run(ctx, state, stage_dir):
         parity.append(rung)
         add(role, "onnx-fp32", path, precision="fp32", parity_max_abs=rung["max_abs"])
     parity.insert(0, _compare(torch_fp32["teacher"], torch_fp32["student"], ("teacher fp32 (torch)", "student fp32 (torch)")))
-    if spec.is_text:
+    if spec.is_text and "hf-onnx" in cfg.formats:  # optimum's layout; Hugging Face students only
         parity += _hf_directory(ctx, fp32["student"], torch_fp32["student"], stage_dir, onnx_logits, add)
 
     # int8: the QAT model's own graph, or when QAT is off ONNX Runtime PTQ: static for CNNs, dynamic for transformers

@@ -1,6 +1,6 @@
 """student: build the smaller model of the same task (widths/depth from the recipe; a Hugging Face student
 starts from the teacher's layers), or a copy of the teacher (`student.from_teacher`) to prune and quantize
-the teacher itself."""
+the teacher itself. `student.checkpoint` starts it from weights trained earlier."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def _build(ctx, state) -> ModelHandle:
     if cfg.from_teacher:
         t = state.teacher
         return ModelHandle(module=copy.deepcopy(t.module), spec=t.spec, arch=t.arch, channels=list(t.channels))
-    return new_handle(ctx, cfg, teacher=state.teacher)
+    handle = new_handle(ctx, cfg, teacher=state.teacher)
+    return load_weights(handle, cfg.checkpoint, "student.checkpoint") if cfg.checkpoint else handle
 
 
 def run(ctx, state, stage_dir):
