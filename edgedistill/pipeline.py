@@ -62,14 +62,15 @@ class State:
     teacher: ModelHandle | None = None
     student: ModelHandle | None = None
     quantized: torch.nn.Module | None = None  # the int8 (PT2E-converted) student, reference for its export
+    plan: Any = None  # edgedistill.precision.Plan: the blocks that run int8 (None: all of them)
     records: dict[str, dict] = field(default_factory=dict)  # stage name -> its result.json
 
 
 def _stages() -> list[tuple[str, ModuleType]]:
-    from edgedistill.stages import bench, distill, export, prune, qat, report, student, teacher
+    from edgedistill.stages import bench, distill, export, precision, prune, qat, report, student, teacher
 
     return [("teacher", teacher), ("student", student), ("distill", distill), ("prune", prune),
-            ("qat", qat), ("export", export), ("bench", bench), ("report", report)]
+            ("precision", precision), ("qat", qat), ("export", export), ("bench", bench), ("report", report)]
 
 
 def pick_device(choice: str) -> torch.device:

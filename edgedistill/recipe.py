@@ -246,6 +246,20 @@ class Training(Strict):
     compile: bool = Field(False, description="torch.compile the training step's model")
 
 
+class PrecisionStage(StageBase):
+    """Which blocks of a CNN/MLP student run int8 and which stay fp32: every combination is quantized and
+    measured on the target (edgedistill.precision); qat trains that plan and export writes it."""
+
+    enabled: bool = False
+    tolerance: float = Field(0.002, ge=0, le=1, description="top-1 agreement with fp32 a plan may lose "
+                                                             "(on training inputs the calibration did not use)")
+    latency_ms: float | None = Field(None, gt=0, description="choose the most faithful plan within this p50; "
+                                                            "None: the fastest within the tolerance")
+    keep_fp32: list[str] = Field([], description="blocks that stay fp32 whatever is measured (e.g. [fc])")
+    check_samples: int = Field(1000, ge=64, description="training inputs for the agreement check")
+    rounds: int = Field(5, ge=1, description="alternating timing rounds per candidate")
+
+
 class ExportStage(StageBase):
     formats: list[Literal["onnx", "hf-onnx", "ort", "coreml"]] = Field(
         ["onnx", "hf-onnx", "ort", "coreml"], description="hf-onnx: an optimum directory (ONNX + config + tokenizer), "
@@ -275,6 +289,7 @@ class Stages(Strict):
     student: StageBase = StageBase()
     distill: DistillStage = DistillStage(epochs=10)
     prune: PruneStage = PruneStage(epochs=3)
+    precision: PrecisionStage = PrecisionStage()
     qat: QatStage = QatStage(epochs=2)
     export: ExportStage = ExportStage()
     bench: BenchStage = BenchStage()

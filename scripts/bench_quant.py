@@ -46,7 +46,7 @@ def main() -> None:
     recipe = load_recipe(args.recipe, sets)
     data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path)
     x, y = data.x_test.numpy(), data.y_test.numpy()
-    export = run / "06-export"
+    export = run / "07-export"
     models = {"fp32": export / "student.fp32.onnx", "qat+kd int8": export / "student.int8.onnx"}
     calibration = data.x_train[:512].numpy()
     for name, ptq in (("ort ptq int8", quantize.ptq_onnx), ("nncf ptq int8", quantize.nncf_ptq_onnx)):

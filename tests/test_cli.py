@@ -43,7 +43,7 @@ def test_main_command_produces_every_artifact(run_dir):
         if a["kind"] != "coreml":
             assert a["latency_ms"]["p50"] > 0 and a["latency_ms"]["p90"] >= a["latency_ms"]["p50"]
             assert a["latency_ms"]["kind"] == "measured-host"  # this machine is not a Pixel 8
-    assert (run_dir / "06-export" / "ort" / "required_operators.config").exists()
+    assert (run_dir / "07-export" / "ort" / "required_operators.config").exists()
     assert report["environment"]["world_size"] == 1 and report["environment"]["versions"]["torch"]
     assert (run_dir / "recipe.resolved.yaml").exists() and (run_dir / "report.md").exists()
     html = (run_dir / "report.html").read_text()
@@ -84,8 +84,8 @@ def test_parity_failure_exits_3_naming_the_artifact(run_dir, tmp_path):
     shutil.copytree(run_dir, out)
     result = cli("compress", "--target", "pixel-8", "--out", out, "--set", "stages.export.fp32_max_abs=1e-12")
     assert result.returncode == 3, result.stderr[-2000:]
-    assert "parity: 06-export/teacher.fp32.onnx differs" in result.stderr and "Traceback" not in result.stderr
-    assert not (out / "06-export" / "done.json").exists()
+    assert "parity: 07-export/teacher.fp32.onnx differs" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "07-export" / "done.json").exists()
 
 
 def test_kill_mid_distill_then_rerun_resumes(tmp_path):

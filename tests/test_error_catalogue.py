@@ -746,7 +746,7 @@ from edgedistill.cli import main
 sys.argv = ["edgedistill", *sys.argv[3:]]
 main()
 """
-STAGE_DIR = {"distill": "03-distill", "prune": "04-prune", "export": "06-export"}
+STAGE_DIR = {"distill": "03-distill", "prune": "04-prune", "export": "07-export"}
 
 
 def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(reference, tmp_path):

@@ -40,7 +40,7 @@ def _runnable(report: dict) -> list[dict]:
 
 
 def test_bench_records_a_confusion_matrix_per_runnable_artifact(run_dir):
-    bench = json.loads((run_dir / "07-bench" / "result.json").read_text())
+    bench = json.loads((run_dir / "08-bench" / "result.json").read_text())
     measured = [b for b in bench["artifacts"] if b["accuracy"] is not None]
     assert len(measured) >= 2  # the teacher's and the student's fp32 ONNX at least
     for b in measured:

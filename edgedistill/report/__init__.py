@@ -12,7 +12,7 @@ import yaml
 from edgedistill import io
 from edgedistill.errors import UserError
 
-MODEL_STAGES = ("teacher", "student", "distill", "prune", "qat")
+MODEL_STAGES = ("teacher", "student", "distill", "prune", "precision", "qat")
 
 
 def _results(run_dir: Path) -> dict[str, dict]:
@@ -45,10 +45,16 @@ def _stage_wall_s(results: dict[str, dict]) -> dict[str, float]:
             if name != "report" and isinstance(r.get("wall_s"), (int, float))}
 
 
+def _int8_does_not_pay(artifacts: list[dict]) -> str | None:
+    """The precision plan's verdict when it kept every block in fp32."""
+    plan = next((a.get("precision_plan") for a in artifacts if a["kind"] == "onnx-int8"), None) or {}
+    return plan.get("verdict") if plan and not plan.get("int8") else None
+
+
 def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     """Compare the artifact this target would ship with the teacher's fp32 ONNX."""
     teacher = next((a for a in artifacts if a["role"] == "teacher" and a["kind"] == "onnx-fp32"), None)
-    int8 = target["precision"] in ("int8", "w8a8")
+    int8 = target["precision"] in ("int8", "w8a8") and not _int8_does_not_pay(artifacts)
     wanted = ("ort" if target["runtime"] == "ort-mobile" else "coreml" if target["runtime"] == "coreml" else
               "onnx-int8" if int8 else "onnx-fp32")
     students = [a for a in artifacts if a["role"] == "student"]
@@ -83,6 +89,9 @@ def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
         notes.append(f"int8 is not faster than fp32 here: p50 {int8['p50']:.3f} ms vs {fp32['p50']:.3f} ms "
                      f"({int8['kind']}). At this size quantize/dequantize overhead outweighs the integer kernels; "
                      "the int8 artifact buys size, the fp32 one is as fast or faster.")
+    if verdict := _int8_does_not_pay(artifacts):
+        notes.append(f"precision plan: {verdict}. The recommended artifact is student.fp32.onnx; the all-int8 "
+                     "file is kept for its size.")
     prune = next((s for s in stages if s["name"] == "prune"), {})
     if prune.get("flags"):
         notes.append(f"pruning steps {', '.join(map(str, prune['flags']))} removed MACs without making the exported "

@@ -132,6 +132,24 @@ def pruning_table(report: dict) -> Table | None:
     return Table(headers, rows, "llrrrrrl")
 
 
+def precision_table(report: dict) -> Table | None:
+    """The precision plan's evidence: each int8/fp32 combination measured, the chosen one marked."""
+    plan = next((s for s in _records(report.get("stages")) if s.get("name") == "precision"), {})
+    cands = _records(plan.get("candidates"))
+    if not cands:
+        return None
+    blocks = plan.get("blocks") or []
+    chosen = sorted(plan.get("int8") or [])
+    rows = []
+    for c in sorted(cands, key=lambda c: _num(c.get("p50_ms")) or 0.0):
+        int8 = c.get("int8") or []
+        label = "all fp32" if not int8 else "all int8" if len(int8) == len(blocks) else ", ".join(int8)
+        rows.append([label, _fmt(c.get("p50_ms"), ".3f"), _fmt(c.get("agreement"), ".2f", 100),
+                     "chosen" if sorted(int8) == chosen else ""])
+    return Table([f"int8 blocks (of {', '.join(blocks)})", f"p50 ms ({_text(plan.get('latency_kind'))})",
+                  "agreement with fp32 (%)", ""], rows, "lrrl", (_text(plan.get("verdict")),))
+
+
 def _confusion(a: dict) -> list[list[int]] | None:
     """An artifact's confusion matrix if it is a square matrix of counts, else None."""
     m = a.get("confusion")
@@ -229,8 +247,9 @@ def environment_table(report: dict) -> Table:
 
 
 def _tables(report: dict) -> list[tuple[str, Table]]:
-    pruning, deployable = pruning_table(report), deployability_table(report)
+    pruning, deployable, plan = pruning_table(report), deployability_table(report), precision_table(report)
     return ([("Stages", stage_table(report))] + ([("Pruning steps", pruning)] if pruning else [])
+            + ([("Precision plan", plan)] if plan else [])
             + [("Artifacts", artifact_table(report)), ("Parity", parity_table(report))]
             + ([("Deployability on the target", deployable)] if deployable else []))
 

@@ -19,11 +19,20 @@ def not_applicable(recipe) -> str | None:
 
 def _prepared(ctx, state):
     scheme = quantize.scheme_for(ctx.target)
-    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec, scheme)
+    fp32_blocks = state.plan.fp32 if state.plan is not None else []
+    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec, scheme, fp32_blocks)
+
+
+def _all_fp32(state) -> bool:
+    return state.plan is not None and not state.plan.int8
 
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.qat
+    if _all_fp32(state):  # the precision plan found no int8 block worth its overhead
+        state.records["qat"] = {"name": "qat", "skipped": f"precision plan is {state.plan.verdict}"}
+        ctx.log(f"    skipped: the precision plan is {state.plan.verdict}")
+        return state
     prepared = _prepared(ctx, state)
     scheme = quantize.scheme_for(ctx.target)
     history = train(ctx, "qat", prepared, make_task(ctx, state, "qat", cfg, prepared), stage_dir, set_mode=quantize.set_mode)
@@ -41,11 +50,14 @@ def run(ctx, state, stage_dir):
         "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung],
         "quantizer": f"torchao-pt2e {scheme}: {quantize.SCHEMES[scheme]}",
         "agreement_with_teacher": teacher_agreement(ctx, state, logits),
+        **({"precision_plan": {"int8": state.plan.int8, "fp32": state.plan.fp32}} if state.plan else {}),
     }
     return state
 
 
 def restore(ctx, state, stage_dir):
+    if _all_fp32(state):
+        return state
     prepared = _prepared(ctx, state)
     prepared.load_state_dict(io.load_torch(stage_dir / "model.pt"))
     state.quantized = quantize.convert(prepared)

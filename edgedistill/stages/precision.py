@@ -1,0 +1,39 @@
+"""precision: choose which blocks of the student run int8 by measuring every int8/fp32 combination on the
+target (edgedistill.precision). qat trains with that plan and export writes it; a plan with no int8 block
+means int8 does not pay on this target, and the report says so."""
+
+from __future__ import annotations
+
+import json
+
+from edgedistill import io, precision
+
+USES_TARGET = True  # the latency that decides is the target's
+
+
+def not_applicable(recipe) -> str | None:
+    if recipe.student.arch == "hf":
+        return "not applicable to transformers: export quantizes their MatMuls dynamically"
+    if not (recipe.stages.qat.enabled or recipe.stages.export.enabled):
+        return "nothing is quantized: qat and export are off"
+    return None
+
+
+def run(ctx, state, stage_dir):
+    cfg = ctx.recipe.stages.precision
+    x = ctx.data.x_train.cpu().numpy()
+    calibration = x[:512]  # the export stage calibrates on the same inputs
+    check = x[512 : 512 + cfg.check_samples] if len(x) > 512 + 64 else calibration
+    plan = precision.search_student(state.student.module, state.student.spec, calibration, check, ctx.target,
+                                    tolerance=cfg.tolerance, budget_ms=cfg.latency_ms, keep_fp32=cfg.keep_fp32,
+                                    rounds=cfg.rounds)
+    io.write_json(stage_dir / "plan.json", plan.to_json())
+    state.plan = plan
+    state.records["precision"] = {"name": "precision", **plan.to_json()}
+    ctx.log(f"    plan: int8 {', '.join(plan.int8) or '-'}; fp32 {', '.join(plan.fp32) or '-'} ({plan.verdict})")
+    return state
+
+
+def restore(ctx, state, stage_dir):
+    state.plan = precision.Plan.from_json(json.loads((stage_dir / "plan.json").read_text()))
+    return state
