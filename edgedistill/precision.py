@@ -9,13 +9,13 @@ activations, S8 per-channel weights) and measured:
 
 - latency: ONNX Runtime on this machine for host targets (labelled "measured"), else the estimator
   (labelled "estimated"); candidates are timed alternately, round by round, and the median p50 kept;
-- accuracy effect: top-1 agreement with the fp32 model on training inputs the calibration did not use
-  (the held-out split stays untouched for the report's figures).
+- accuracy effect: accuracy on labelled training images the calibration did not use (the held-out split stays
+  untouched for the report's figures); top-1 agreement with the fp32 model is recorded beside it.
 
-The plan is the fastest combination whose agreement is within `tolerance` of the best (all-fp32 agrees with
-itself, so the best is 100%); timings within TIE of the fastest count as equal, and among those the plan with
-the most int8 blocks (the smallest file) wins. Under a latency budget it is the most faithful plan that meets
-it. With more blocks than EXHAUSTIVE_BLOCKS, blocks are dropped from int8 one at a time instead (greedy, from
+The plan is the fastest combination whose accuracy is within `tolerance` of the best one's; timings within TIE
+of the fastest count as equal, and among those the plan with the most int8 blocks (the smallest file) wins.
+Post-training quantization is the pessimistic side of what QAT will reach, so the search errs towards fp32.
+Under a latency budget the plan is the most accurate one that meets it. With more blocks than EXHAUSTIVE_BLOCKS, blocks are dropped from int8 one at a time instead (greedy, from
 all-int8).
 The qat stage then trains with only the plan's int8 blocks quantized, and export writes that mix. When no plan
 with an int8 block is faster than fp32, the plan is all-fp32 and the report says int8 does not pay here."""
@@ -41,7 +41,8 @@ TIE = 0.03  # p50s within 3% are one speed on a shared machine (the prune stage'
 class Candidate:
     int8: list[str]  # blocks in int8; the rest stay fp32
     p50_ms: float = 0.0
-    agreement: float = 0.0  # top-1 agreement with the fp32 model on the check inputs
+    accuracy: float = 0.0  # on the labelled check images
+    agreement: float = 0.0  # top-1 agreement with the fp32 model there
     max_abs: float = 0.0  # largest logit difference from fp32 there
     path: str = ""
 
@@ -105,10 +106,11 @@ def _quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, nodes: l
     quantize.ptq_onnx(fp32_path, out_path, calibration, nodes_to_quantize=nodes)
 
 
-def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, target, rounds: int,
-              repeats: int) -> str:
+def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, labels: np.ndarray, target,
+              rounds: int, repeats: int) -> str:
     for c in cands:
         logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2)), check)
+        c.accuracy = float((logits.argmax(-1) == labels).mean())
         c.agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
         c.max_abs = float(np.abs(logits - reference).max())
     if not target.runs_on_host():
@@ -128,34 +130,34 @@ def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, 
 
 
 def _choose(cands: list[Candidate], tolerance: float, budget_ms: float | None) -> tuple[Candidate, str]:
-    best = max(c.agreement for c in cands)
+    best = max(c.accuracy for c in cands)
     fp32 = next((c for c in cands if not c.int8), None)
     if budget_ms is not None:
         meeting = [c for c in cands if c.p50_ms <= budget_ms]
         if meeting:
-            pick = max(meeting, key=lambda c: (c.agreement, -c.p50_ms))
-            return pick, f"the most faithful plan within the {budget_ms} ms budget"
+            pick = max(meeting, key=lambda c: (c.accuracy, -c.p50_ms))
+            return pick, f"the most accurate plan within the {budget_ms} ms budget"
         pick = min(cands, key=lambda c: c.p50_ms)
         return pick, f"no plan meets the {budget_ms} ms budget; the fastest is chosen"
-    ok = [c for c in cands if c.agreement >= best - tolerance]
+    ok = [c for c in cands if c.accuracy >= best - tolerance]
     fastest = min(c.p50_ms for c in ok)
     ties = [c for c in ok if c.p50_ms <= fastest * (1 + TIE)]
-    pick = max(ties, key=lambda c: (len(c.int8), c.agreement, -c.p50_ms))
+    pick = max(ties, key=lambda c: (len(c.int8), c.accuracy, -c.p50_ms))
     if not pick.int8:
         why = ("no plan with int8 blocks is faster than fp32 here" if fp32 is None or
                not any(c.int8 and c.p50_ms < fp32.p50_ms * (1 - TIE) for c in cands)
-               else f"the faster int8 plans lose more than {tolerance:.1%} top-1 agreement")
+               else f"the faster int8 plans lose more than {100 * tolerance:.1f} points of accuracy")
         return pick, f"all fp32: {why}"
     if len(pick.int8) == len(max(cands, key=lambda c: len(c.int8)).int8):
-        return pick, "all int8: the fastest within the agreement tolerance"
-    return pick, "mixed: the fastest within the agreement tolerance"
+        return pick, "all int8: the fastest within the accuracy tolerance"
+    return pick, "mixed: the fastest within the accuracy tolerance"
 
 
-def search(fp32_path: Path, calibration: np.ndarray, check: np.ndarray, target, workdir: Path, *,
-           tolerance: float = 0.002, budget_ms: float | None = None, keep_fp32: list[str] = (), rounds: int = 5,
-           repeats: int = 100) -> Plan:
+def search(fp32_path: Path, calibration: np.ndarray, check: np.ndarray, labels: np.ndarray, target, workdir: Path,
+           *, tolerance: float = 0.002, budget_ms: float | None = None, keep_fp32: list[str] = (), rounds: int = 7,
+           repeats: int = 200) -> Plan:
     """Build, measure and choose among int8/fp32 block combinations of the fp32 ONNX at `fp32_path`.
-    `calibration` feeds the quantizer; `check` (other training inputs) measures agreement with fp32;
+    `calibration` feeds the quantizer; `check` with its `labels` (other training images) measures accuracy;
     `keep_fp32` blocks are never int8."""
     import onnx
 
@@ -179,24 +181,25 @@ def search(fp32_path: Path, calibration: np.ndarray, check: np.ndarray, target, 
 
     if len(names) <= EXHAUSTIVE_BLOCKS:
         cands = [build([b for b, on in zip(names, mask) if on]) for mask in itertools.product([0, 1], repeat=len(names))]
-        kind = _evaluate(cands, reference, check, target, rounds, repeats)
+        kind = _evaluate(cands, reference, check, labels, target, rounds, repeats)
     else:  # greedy: from all-int8, move to fp32 the block whose removal helps most, while it helps
         cands = [build([]), build(names)]
-        kind = _evaluate(cands, reference, check, target, rounds, repeats)
+        kind = _evaluate(cands, reference, check, labels, target, rounds, repeats)
         current = cands[1]
         while current.int8:
             trial = [build([b for b in current.int8 if b != drop]) for drop in current.int8]
-            kind = _evaluate(trial, reference, check, target, rounds, repeats)
+            kind = _evaluate(trial, reference, check, labels, target, rounds, repeats)
             cands += trial
             better = min(trial, key=lambda c: c.p50_ms)
-            if better.p50_ms >= current.p50_ms and better.agreement <= current.agreement:
+            if better.p50_ms >= current.p50_ms and better.accuracy <= current.accuracy:
                 break
             current = better
     pick, verdict = _choose(cands, tolerance, budget_ms)
     return Plan(all_blocks, pick.int8, kind, cands, budget_ms, verdict)
 
 
-def search_student(module, spec, calibration: np.ndarray, check: np.ndarray, target, **kw) -> Plan:
+def search_student(module, spec, calibration: np.ndarray, check: np.ndarray, labels: np.ndarray, target,
+                   **kw) -> Plan:
     """search() on an fp32 ONNX export of a torch student."""
     import copy
 
@@ -205,6 +208,6 @@ def search_student(module, spec, calibration: np.ndarray, check: np.ndarray, tar
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fp32.onnx"
         export_onnx(copy.deepcopy(module).cpu().eval(), spec, path, 18)
-        return search(path, calibration, check, target, Path(tmp), **kw)
+        return search(path, calibration, check, labels, target, Path(tmp), **kw)
 
 

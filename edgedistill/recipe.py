@@ -251,13 +251,13 @@ class PrecisionStage(StageBase):
     measured on the target (edgedistill.precision); qat trains that plan and export writes it."""
 
     enabled: bool = False
-    tolerance: float = Field(0.002, ge=0, le=1, description="top-1 agreement with fp32 a plan may lose "
-                                                             "(on training inputs the calibration did not use)")
-    latency_ms: float | None = Field(None, gt=0, description="choose the most faithful plan within this p50; "
+    tolerance: float = Field(0.002, ge=0, le=1, description="accuracy a plan may lose against the best one (on "
+                                                             "training images the calibration did not use)")
+    latency_ms: float | None = Field(None, gt=0, description="choose the most accurate plan within this p50; "
                                                             "None: the fastest within the tolerance")
     keep_fp32: list[str] = Field([], description="blocks that stay fp32 whatever is measured (e.g. [fc])")
-    check_samples: int = Field(1000, ge=64, description="training inputs for the agreement check")
-    rounds: int = Field(5, ge=1, description="alternating timing rounds per candidate")
+    check_samples: int = Field(2000, ge=64, description="labelled training images for the accuracy check")
+    rounds: int = Field(7, ge=1, description="alternating timing rounds per candidate")
 
 
 class ExportStage(StageBase):

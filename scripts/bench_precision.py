@@ -66,9 +66,10 @@ def main() -> None:
         r["p50_ms"] = float(np.median(r.pop("p50")))
     widths = json.loads((run / "04-prune" / "result.json").read_text()).get("channels")
     print(f"student widths {widths}; plan: int8 {plan['int8'] or '-'}, fp32 {plan['fp32'] or '-'} ({plan['verdict']})")
-    print(f"{'candidate (int8 blocks)':<40} {'p50 ms':>8} {'agreement':>10}")
+    print(f"{'candidate (int8 blocks)':<40} {'p50 ms':>8} {'accuracy':>9} {'agreement':>10}")
     for c in sorted(plan["candidates"], key=lambda c: c["p50_ms"]):
-        print(f"{', '.join(c['int8']) or 'all fp32':<40} {c['p50_ms']:>8.3f} {100 * c['agreement']:>9.2f}%")
+        print(f"{', '.join(c['int8']) or 'all fp32':<40} {c['p50_ms']:>8.3f} {100 * c['accuracy']:>8.2f}% "
+              f"{100 * c['agreement']:>9.2f}%")
     print(f"\n{'model':<16} {'accuracy':>9} {'KB':>8} {'p50 ms':>8}")
     for k, r in rows.items():
         print(f"{k:<16} {100 * r['accuracy']:>8.2f}% {r['bytes'] / 1e3:>8.1f} {r['p50_ms']:>8.3f}")

@@ -22,8 +22,8 @@ SPEC = ModelSpec("image-classification", (1, 8, 8), 10, tuple(map(str, range(10)
 BLOCKS = ["features.0", "features.3", "features.6", "classifier"]
 
 
-def C(int8, p50, agreement=1.0):
-    return precision.Candidate(list(int8), p50, agreement)
+def C(int8, p50, accuracy=0.9):
+    return precision.Candidate(list(int8), p50, accuracy)
 
 
 def test_block_names_follow_the_module_tree():
@@ -46,7 +46,7 @@ def test_onnx_nodes_are_grouped_by_block(tmp_path):
 
 
 def test_the_fastest_plan_within_the_tolerance_wins():
-    cands = [C([], 1.0), C(["a"], 0.7, 0.999), C(["a", "b"], 0.5, 0.990), C(["b"], 0.8)]
+    cands = [C([], 1.0), C(["a"], 0.7, 0.899), C(["a", "b"], 0.5, 0.890), C(["b"], 0.8)]
     pick, verdict = precision._choose(cands, tolerance=0.002, budget_ms=None)
     assert pick.int8 == ["a"] and verdict.startswith("mixed")
     pick, _ = precision._choose(cands, tolerance=0.02, budget_ms=None)
@@ -59,8 +59,8 @@ def test_timings_within_three_percent_are_a_tie_won_by_more_int8():
     assert pick.int8 == ["a", "b"] and verdict.startswith("all int8")
 
 
-def test_a_latency_budget_takes_the_most_faithful_plan_that_meets_it():
-    cands = [C([], 1.0), C(["a"], 0.7, 0.999), C(["a", "b"], 0.5, 0.98)]
+def test_a_latency_budget_takes_the_most_accurate_plan_that_meets_it():
+    cands = [C([], 1.0), C(["a"], 0.7, 0.899), C(["a", "b"], 0.5, 0.88)]
     assert precision._choose(cands, 0.002, budget_ms=0.8)[0].int8 == ["a"]
     assert precision._choose(cands, 0.002, budget_ms=0.6)[0].int8 == ["a", "b"]
     pick, verdict = precision._choose(cands, 0.002, budget_ms=0.1)
@@ -71,28 +71,30 @@ def test_int8_slower_everywhere_gives_an_all_fp32_plan_that_says_why():
     cands = [C([], 0.50), C(["a"], 0.55), C(["a", "b"], 0.70)]
     pick, verdict = precision._choose(cands, 0.002, None)
     assert pick.int8 == [] and verdict == "all fp32: no plan with int8 blocks is faster than fp32 here"
-    cands = [C([], 0.50), C(["a"], 0.30, 0.9)]  # faster, but unfaithful
+    cands = [C([], 0.50), C(["a"], 0.30, 0.85)]  # faster, but less accurate
     pick, verdict = precision._choose(cands, 0.002, None)
-    assert pick.int8 == [] and "lose more than 0.2% top-1 agreement" in verdict
+    assert pick.int8 == [] and "lose more than 0.2 points of accuracy" in verdict
 
 
 def test_search_builds_every_combination_and_measures_it(tmp_path):
     torch.manual_seed(0)
     model = build_model("cnn", [16, 32, 64], (1, 8, 8), 10).eval()
-    x = np.random.default_rng(0).random((96, 1, 8, 8), dtype=np.float32)
-    plan = precision.search_student(model, SPEC, x[:64], x[64:], load_target("x86-avx2"), keep_fp32=["classifier"],
-                                    rounds=1, repeats=5)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((96, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 96)
+    plan = precision.search_student(model, SPEC, x[:64], x[64:], y[64:], load_target("x86-avx2"),
+                                    keep_fp32=["classifier"], rounds=1, repeats=5)
     assert plan.blocks == BLOCKS and plan.latency_kind == "measured"
     assert len(plan.candidates) == 8  # 2^3: the classifier is kept fp32 in every one
     assert all("classifier" not in c.int8 for c in plan.candidates) and "classifier" in plan.fp32
     fp32 = next(c for c in plan.candidates if not c.int8)
     assert fp32.agreement == 1.0 and fp32.max_abs == 0.0
-    assert all(c.p50_ms > 0 and 0 <= c.agreement <= 1 for c in plan.candidates)
+    assert all(c.p50_ms > 0 and 0 <= c.agreement <= 1 and 0 <= c.accuracy <= 1 for c in plan.candidates)
+    assert fp32.accuracy == float((model(torch.from_numpy(x[64:])).argmax(-1).numpy() == y[64:]).mean())
     again = precision.Plan.from_json(json.loads(json.dumps(plan.to_json())))
     assert again.int8 == plan.int8 and again.fp32 == plan.fp32 and len(again.candidates) == 8
     with pytest.raises(UserError, match=r"stages.precision.keep_fp32: no block 'fc' in this student; its blocks are "
                                         r"features.0, features.3, features.6, classifier"):
-        precision.search_student(model, SPEC, x[:64], x[64:], load_target("x86-avx2"), keep_fp32=["fc"])
+        precision.search_student(model, SPEC, x[:64], x[64:], y[64:], load_target("x86-avx2"), keep_fp32=["fc"])
 
 
 def _optimized_ops(path):
@@ -142,9 +144,9 @@ def test_qat_residual_adds_run_as_integer_kernels(tmp_path):
 
 
 def _fixed_timings(monkeypatch, p50_of):
-    def evaluate(cands, reference, check, target, rounds, repeats):
+    def evaluate(cands, reference, check, labels, target, rounds, repeats):
         for c in cands:
-            c.agreement, c.p50_ms = 1.0, p50_of(c.int8)
+            c.accuracy, c.agreement, c.p50_ms = 0.9, 1.0, p50_of(c.int8)
         return "measured"
 
     monkeypatch.setattr(precision, "_evaluate", evaluate)

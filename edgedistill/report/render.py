@@ -144,10 +144,11 @@ def precision_table(report: dict) -> Table | None:
     for c in sorted(cands, key=lambda c: _num(c.get("p50_ms")) or 0.0):
         int8 = c.get("int8") or []
         label = "all fp32" if not int8 else "all int8" if len(int8) == len(blocks) else ", ".join(int8)
-        rows.append([label, _fmt(c.get("p50_ms"), ".3f"), _fmt(c.get("agreement"), ".2f", 100),
+        rows.append([label, _fmt(c.get("p50_ms"), ".3f"), _fmt(c.get("accuracy"), ".2f", 100),
+                     _fmt(c.get("agreement"), ".2f", 100),
                      "chosen" if sorted(int8) == chosen else ""])
     return Table([f"int8 blocks (of {', '.join(blocks)})", f"p50 ms ({_text(plan.get('latency_kind'))})",
-                  "agreement with fp32 (%)", ""], rows, "lrrl", (_text(plan.get("verdict")),))
+                  "accuracy, PTQ (%)", "agreement with fp32 (%)", ""], rows, "lrrrl", (_text(plan.get("verdict")),))
 
 
 def _confusion(a: dict) -> list[list[int]] | None:

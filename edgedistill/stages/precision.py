@@ -21,10 +21,10 @@ def not_applicable(recipe) -> str | None:
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.precision
-    x = ctx.data.x_train.cpu().numpy()
+    x, y = ctx.data.x_train.cpu().numpy(), ctx.data.y_train.cpu().numpy()
     calibration = x[:512]  # the export stage calibrates on the same inputs
-    check = x[512 : 512 + cfg.check_samples] if len(x) > 512 + 64 else calibration
-    plan = precision.search_student(state.student.module, state.student.spec, calibration, check, ctx.target,
+    check = slice(512, 512 + cfg.check_samples) if len(x) > 512 + 64 else slice(0, 512)
+    plan = precision.search_student(state.student.module, state.student.spec, calibration, x[check], y[check], ctx.target,
                                     tolerance=cfg.tolerance, budget_ms=cfg.latency_ms, keep_fp32=cfg.keep_fp32,
                                     rounds=cfg.rounds)
     io.write_json(stage_dir / "plan.json", plan.to_json())
