@@ -13,7 +13,8 @@ activations, S8 per-channel weights) and measured:
   untouched for the report's figures); top-1 agreement with the fp32 model is recorded beside it.
 
 The plan is the fastest combination whose accuracy is within `tolerance` of the best one's; timings within TIE
-of the fastest count as equal, and among those the plan with the most int8 blocks (the smallest file) wins.
+of the fastest count as equal, and among those the plan with the most int8 blocks (the smallest file) wins; a
+mixed plan must also beat all-int8 by more than that margin, else all-int8 is chosen.
 Post-training quantization is the pessimistic side of what QAT will reach, so the search errs towards fp32.
 Under a latency budget the plan is the most accurate one that meets it. With more blocks than EXHAUSTIVE_BLOCKS, blocks are dropped from int8 one at a time instead (greedy, from
 all-int8).
@@ -143,6 +144,9 @@ def _choose(cands: list[Candidate], tolerance: float, budget_ms: float | None) -
     fastest = min(c.p50_ms for c in ok)
     ties = [c for c in ok if c.p50_ms <= fastest * (1 + TIE)]
     pick = max(ties, key=lambda c: (len(c.int8), c.accuracy, -c.p50_ms))
+    uniform = max(cands, key=lambda c: len(c.int8))  # every block int8 that may be
+    if pick.int8 and uniform in ok and uniform.p50_ms <= pick.p50_ms * (1 + TIE):
+        pick = uniform  # a mixed plan must beat all-int8 by more than the timing noise to be worth shipping
     if not pick.int8:
         why = ("no plan with int8 blocks is faster than fp32 here" if fp32 is None or
                not any(c.int8 and c.p50_ms < fp32.p50_ms * (1 - TIE) for c in cands)

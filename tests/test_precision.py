@@ -53,6 +53,13 @@ def test_the_fastest_plan_within_the_tolerance_wins():
     assert pick.int8 == ["a", "b"]
 
 
+def test_a_mixed_plan_must_beat_all_int8_by_more_than_the_noise():
+    cands = [C([], 1.0), C(["a"], 0.600), C(["a", "b"], 0.625)]  # 4% apart: a real difference
+    assert precision._choose(cands, 0.002, None)[0].int8 == ["a"]
+    cands = [C([], 1.0), C(["a"], 0.600), C(["a", "b"], 0.615)]  # 2.5% apart: noise, all-int8 wins
+    assert precision._choose(cands, 0.002, None)[0].int8 == ["a", "b"]
+
+
 def test_timings_within_three_percent_are_a_tie_won_by_more_int8():
     cands = [C([], 1.0), C(["a"], 0.60), C(["a", "b"], 0.61)]
     pick, verdict = precision._choose(cands, tolerance=0.002, budget_ms=None)
