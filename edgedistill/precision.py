@@ -1,8 +1,8 @@
 """Precision plan: which blocks of a CNN/MLP student run int8 and which stay fp32, chosen by measured latency.
 
 Int8 is not free: every quantized tensor adds QuantizeLinear/DequantizeLinear work at the boundaries, and at
-small channel counts that outweighs the integer kernels (a ResNet-20 pruned to half its channels ran slower
-in int8 than in fp32 on x86). So the student's quantizable layers are grouped into blocks (the model's
+small channel counts that can outweigh the integer kernels (a ResNet-20 pruned to half its channels ran
+slower in int8 than in fp32 on one x86 thread). So the student's quantizable layers are grouped into blocks (the model's
 top-level children that hold a Conv/Gemm/MatMul: ResNet stem, layer1..3, fc; CNN conv blocks; MLP layers)
 and every combination of int8 and fp32 blocks is built with ONNX Runtime static quantization (QDQ, U8
 activations, S8 per-channel weights) and measured:
@@ -16,8 +16,8 @@ The plan is the fastest combination whose accuracy is within `tolerance` of the 
 of the fastest count as equal, and among those the plan with the most int8 blocks (the smallest file) wins; a
 mixed plan must also beat all-int8 by more than that margin, else all-int8 is chosen.
 Post-training quantization is the pessimistic side of what QAT will reach, so the search errs towards fp32.
-Under a latency budget the plan is the most accurate one that meets it. With more blocks than EXHAUSTIVE_BLOCKS, blocks are dropped from int8 one at a time instead (greedy, from
-all-int8).
+Under a latency budget the plan is the most accurate one that meets it. With more blocks than
+EXHAUSTIVE_BLOCKS, blocks are dropped from int8 one at a time instead (greedy, from all-int8).
 The qat stage then trains with only the plan's int8 blocks quantized, and export writes that mix. When no plan
 with an int8 block is faster than fp32, the plan is all-fp32 and the report says int8 does not pay here."""
 
