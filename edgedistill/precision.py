@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill import latency as latency_mod
+from edgedistill import quantize
 from edgedistill.runtimes import onnxruntime as ortr
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
@@ -60,6 +61,15 @@ class Plan:
     @property
     def fp32(self) -> list[str]:
         return [b for b in self.blocks if b not in self.int8]
+
+    @property
+    def all_fp32(self) -> bool:
+        """No block pays for int8 on this target: QAT is skipped and the fp32 file is the one to ship."""
+        return not self.int8
+
+    def summary(self) -> dict:
+        """What the qat and export records carry of the plan."""
+        return {"int8": self.int8, "fp32": self.fp32, "verdict": self.verdict}
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -99,12 +109,6 @@ def onnx_blocks(model) -> dict[str, list[str]]:
             if weight is not None:
                 out.setdefault(block_of(weight), []).append(node.name)
     return out
-
-
-def _quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, nodes: list[str]) -> None:
-    from edgedistill import quantize
-
-    quantize.ptq_onnx(fp32_path, out_path, calibration, nodes_to_quantize=nodes)
 
 
 def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, labels: np.ndarray, target,
@@ -180,7 +184,7 @@ def search(fp32_path: Path, calibration: np.ndarray, check: np.ndarray, labels: 
         if not int8:
             return Candidate([], path=str(fp32_path))
         path = workdir / f"plan-{len(list(workdir.glob('plan-*.onnx'))):03d}.onnx"
-        _quantize(fp32_path, path, calibration, [n for b in int8 for n in groups[b]])
+        quantize.ptq_onnx(fp32_path, path, calibration, nodes_to_quantize=[n for b in int8 for n in groups[b]])
         return Candidate(list(int8), path=str(path))
 
     if len(names) <= EXHAUSTIVE_BLOCKS:

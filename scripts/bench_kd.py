@@ -95,17 +95,16 @@ def main() -> None:
         slug = name.replace(" ", "_").replace("=", "").replace(",", "")
         return recipe, over, args.out / args.task / f"{slug}-seed{seed}"
 
-    rows, teacher_acc = [], None
+    rows, teacher_acc = [], None  # None: given as a checkpoint, not measured here
+    teacher_ready = args.teacher_checkpoint is not None
     pending = [(seed, name, extra) for seed in args.seeds for name, extra in variants.items()]
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
         running = {}
-        if args.teacher_checkpoint is None:
+        if not teacher_ready:
             running[pool.submit(run, recipe, teacher_over, args.out / args.task / "teacher")] = ("teacher", None, None)
-        else:
-            teacher_acc = float("nan")  # measured by the run that trained it
         while running or pending:
-            if teacher_acc is not None:  # every student loads the teacher checkpoint
+            if teacher_ready:  # every student loads the teacher checkpoint
                 while pending and len(running) < args.jobs:
                     seed, name, extra = pending.pop(0)
                     running[pool.submit(run, *student_run(seed, name, extra))] = ("student", seed, name)
@@ -120,7 +119,7 @@ def main() -> None:
                         raise
                     continue
                 if kind == "teacher":
-                    teacher_acc = records["teacher"]["accuracy"]
+                    teacher_acc, teacher_ready = records["teacher"]["accuracy"], True
                     print(f"teacher: held-out accuracy {teacher_acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
                     continue
                 d = records["distill"]
@@ -131,7 +130,7 @@ def main() -> None:
                 summarize(args, recipe, teacher_acc, rows, t0)
     result = summarize(args, recipe, teacher_acc, rows, t0)
     print(f"\n{'model':<36} {'accuracy (mean +- std)':>24} {'test errors':>12}")
-    if teacher_acc == teacher_acc:  # not NaN: trained in this run
+    if teacher_acc is not None:
         print(f"{'teacher':<36} {teacher_acc:>24.4f} {round((1 - teacher_acc) * result['test_examples']):>12}")
     for name, s in result["summary"].items():
         print(f"{name:<36} {s['mean']:>15.4f} +- {s['std']:.4f} {s['test_errors']:>12.1f}")

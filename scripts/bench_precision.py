@@ -14,16 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-
-
-def compress(args, run: Path, sets: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "edgedistill", "compress", "--recipe", args.recipe, "--target", args.target,
-                    "--out", str(run), "--quiet", *[a for s in sets for a in ("--set", s)]], check=True)
+from _bench import compress
 
 
 def main() -> None:
@@ -38,9 +32,9 @@ def main() -> None:
     run = args.out / "run"
     args.out.mkdir(parents=True, exist_ok=True)
     base = ["stages.qat.enabled=true", "stages.export.formats=[onnx]", "stages.bench.enabled=false", *args.sets]
-    compress(args, run, [*base, "stages.precision.enabled=false"])
+    compress(args.recipe, args.target, run, [*base, "stages.precision.enabled=false"])
     shutil.copyfile(run / "07-export" / "student.int8.onnx", args.out / "student.all-int8.onnx")
-    compress(args, run, [*base, "stages.precision.enabled=true"])
+    compress(args.recipe, args.target, run, [*base, "stages.precision.enabled=true"])
 
     from edgedistill.data import load_data
     from edgedistill.recipe import load_recipe

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from _bench import compress
 
 
 def main() -> None:
@@ -31,8 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     run = args.out / "run"
     sets = ["stages.prune.enabled=false", "stages.qat.enabled=true", "stages.export.formats=[onnx]", *args.sets]
-    subprocess.run([sys.executable, "-m", "edgedistill", "compress", "--recipe", args.recipe, "--target", args.target,
-                    "--out", str(run), "--quiet", *[a for s in sets for a in ("--set", s)]], check=True)
+    compress(args.recipe, args.target, run, sets)
 
     from edgedistill import quantize
     from edgedistill.data import load_data

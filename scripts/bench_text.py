@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from _bench import compress
 
 
 def minilm_dir(given: Path | None = None) -> Path:
@@ -68,9 +69,7 @@ def main() -> None:
             sets += [f"teacher.path={source}", f"stages.teacher.epochs={args.teacher_epochs}"]
         else:
             sets += [f"teacher.path={teacher_dir}", "teacher.finetune=false"]
-        cmd = [sys.executable, "-m", "edgedistill", "compress", "--recipe", "sst2-minilm", "--target", "x86-avx2",
-               "--out", str(out), "--quiet"] + [a for s in sets for a in ("--set", s)]
-        subprocess.run(cmd, check=True)
+        compress("sst2-minilm", "x86-avx2", out, sets)
         if i == 0 and not teacher_dir.exists():
             save_teacher(out, source, teacher_dir)
         report = json.loads((out / "report.json").read_text())

@@ -96,7 +96,7 @@ def run(ctx, state, stage_dir):
 
         calibration = ctx.data.x_train[:512].cpu().numpy()
         fp32_file = stage_dir / "student.fp32.onnx"
-        if state.plan is not None and state.plan.int8:  # the precision plan's int8 blocks only
+        if state.plan is not None and not state.plan.all_fp32:  # the precision plan's int8 blocks only
             nodes = state.plan.nodes(onnx.load(str(fp32_file)))
             quantize.ptq_onnx(fp32_file, int8_path, calibration, nodes_to_quantize=nodes)
             method = "ptq-ort-static"
@@ -112,12 +112,11 @@ def run(ctx, state, stage_dir):
     if not kernels:
         raise RefusedError(f"export {rel(int8_path)}: ONNX Runtime runs no integer kernel for it (its optimized "
                            "graph is all float), so it would be int8 in name only; export with torch 2.13")
-    plan = ({"precision_plan": {"int8": state.plan.int8, "fp32": state.plan.fp32, "verdict": state.plan.verdict}}
-            if state.plan is not None else {})
+    plan = {"precision_plan": state.plan.summary()} if state.plan is not None else {}
     add("student", "onnx-int8", int8_path, precision="int8", quantization=method, parity_max_abs=rung["max_abs"],
         integer_kernels=kernels, **plan)
     # An all-fp32 precision plan: int8 does not pay on this target, so its mobile file is built from fp32.
-    int8_target = target.precision in ("int8", "w8a8") and not (state.plan is not None and not state.plan.int8)
+    int8_target = target.precision in ("int8", "w8a8") and not (state.plan is not None and state.plan.all_fp32)
 
     if "ort" in cfg.formats:
         source = int8_path if int8_target else stage_dir / "student.fp32.onnx"

@@ -24,7 +24,7 @@ def _prepared(ctx, state):
 
 
 def _all_fp32(state) -> bool:
-    return state.plan is not None and not state.plan.int8
+    return state.plan is not None and state.plan.all_fp32
 
 
 def run(ctx, state, stage_dir):
@@ -50,7 +50,7 @@ def run(ctx, state, stage_dir):
         "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung],
         "quantizer": f"torchao-pt2e {scheme}: {quantize.SCHEMES[scheme]}",
         "agreement_with_teacher": teacher_agreement(ctx, state, logits),
-        **({"precision_plan": {"int8": state.plan.int8, "fp32": state.plan.fp32}} if state.plan else {}),
+        **({"precision_plan": state.plan.summary()} if state.plan else {}),
     }
     return state
 
