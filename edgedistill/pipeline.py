@@ -127,6 +127,8 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             ctx.progress = StageProgress()
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
         ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
+            ctx.data = ctx.data.with_training(ctx.data.x_test[:0], ctx.data.y_test[:0])
         for name, stage in _stages():  # recipe x target conflicts, before any training
             if getattr(recipe.stages, name).enabled and hasattr(stage, "validate"):
                 stage.validate(recipe, target)

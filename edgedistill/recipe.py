@@ -192,7 +192,31 @@ class TeacherStage(TrainStage):
     """Trains the teacher with cross-entropy when teacher.checkpoint is not given."""
 
 
+class DataFree(Strict):
+    """Distillation without the training data (edgedistill.distill.datafree): a generator synthesizes the
+    inputs, trained to make teacher and student disagree (DFAD) while matching the teacher's BatchNorm
+    statistics (DeepInversion) and covering its classes (DAFL). Needs a trained teacher (teacher.checkpoint);
+    the held-out split is used for the report only. Later stages learn and calibrate on `transfer_set`
+    generated images labelled by the teacher."""
+
+    enabled: bool = False
+    iterations: int = Field(50, ge=1, description="generator/student rounds per epoch (stages.distill.epochs)")
+    batch_size: int = Field(256, ge=2, description="generated images per step")
+    student_steps: int = Field(5, ge=1, description="student updates per generator update")
+    generator_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the generator")
+    z_dim: int = Field(256, ge=1, description="generator noise dimension")
+    width: int = Field(128, ge=4, description="generator channels")
+    student_loss: Literal["l1", "kl"] = Field("l1", description="l1: DFAD's logit L1; kl: soft targets at "
+                                                               "stages.distill.temperature")
+    adversarial_weight: float = Field(1.0, ge=0, description="generator: maximize teacher-student L1 (DFAD)")
+    bn_weight: float = Field(1.0, ge=0, description="generator: match the teacher's BatchNorm statistics")
+    oh_weight: float = Field(0.5, ge=0, description="generator: confident teacher predictions (DAFL one-hot)")
+    entropy_weight: float = Field(5.0, ge=0, description="generator: classes used evenly (DAFL information entropy)")
+    transfer_set: int = Field(10000, ge=2, description="generated images kept for prune, qat and calibration")
+
+
 class DistillStage(KDStage):
+    data_free: DataFree = DataFree()
     generations: int = Field(
         1, ge=1, description="born-again networks (Furlanello et al. 2018): generation g+1 is a fresh student "
                              "distilled from generation g; use with student.arch = teacher.arch")
@@ -318,6 +342,23 @@ class Recipe(Strict):
     def _from_teacher_same_arch(self) -> "Recipe":
         if self.student.from_teacher and (self.student.arch, self.student.channels) != (self.teacher.arch, self.teacher.channels):
             raise ValueError("student.from_teacher needs student.arch and channels equal to the teacher's")
+        return self
+
+    @model_validator(mode="after")
+    def _data_free(self) -> "Recipe":
+        distill = self.stages.distill
+        if not distill.data_free.enabled:
+            return self
+        used = [k for k in ("features", "layer_match") if getattr(distill, k)] + (["generations"] if distill.generations > 1 else [])
+        if not distill.enabled:
+            raise ValueError("stages.distill.data_free needs stages.distill.enabled: true")
+        if self.teacher.arch == "hf" or self.teacher.checkpoint is None:
+            raise ValueError("stages.distill.data_free needs a trained image teacher: set teacher.checkpoint")
+        if self.data.normalization is None:
+            raise ValueError("stages.distill.data_free: set data.normalization to the teacher's input statistics "
+                             "(without training data they cannot be computed)")
+        if used:
+            raise ValueError(f"stages.distill.data_free: remove stages.distill.{used[0]} (logit terms only)")
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,11 @@ class DataBundle:
             self.x_train.to(device), self.y_train.to(device), self.x_test.to(device), self.y_test.to(device), self.spec
         )
 
+    def with_training(self, x: torch.Tensor, y: torch.Tensor) -> "DataBundle":
+        """The same held-out split and spec with another training split (data-free runs: none at first, then
+        the generated transfer set)."""
+        return DataBundle(x, y, self.x_test, self.y_test, self.spec)
+
 
 def _load_arrays(cfg: DataConfig, seed: int):
     """(x_train, y_train, x_test, y_test, class names): images as float32 NCHW in [0, 1]."""

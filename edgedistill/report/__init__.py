@@ -92,6 +92,13 @@ def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
     if verdict := _int8_does_not_pay(artifacts):
         notes.append(f"precision plan: {verdict}. The recommended artifact is student.fp32.onnx; the all-int8 "
                      "file is kept for its size.")
+    distill = next((s for s in stages if s["name"] == "distill"), {})
+    if kept := distill.get("transfer_set"):
+        classes = kept["class_share"]
+        notes.append(f"data-free: the student never saw training data. It learned on images a generator made for the "
+                     f"teacher; the later stages used {kept['images']:,} of them, labelled by the teacher (classes "
+                     f"{100 * min(classes):.1f}-{100 * max(classes):.1f}% each, teacher confidence "
+                     f"{kept['teacher_confidence']:.2f}). Held-out accuracy is on the real test split.")
     prune = next((s for s in stages if s["name"] == "prune"), {})
     if prune.get("flags"):
         notes.append(f"pruning steps {', '.join(map(str, prune['flags']))} removed MACs without making the exported "
