@@ -38,6 +38,8 @@ def run(ctx) -> dict:
     from edgedistill.stages.common import new_handle
 
     recipe = ctx.recipe
+    if recipe.student.arch == "hf-lm":
+        return {"checked": None, "skipped": "causal language models are checked at export"}
     teacher = new_handle(ctx, recipe.teacher) if recipe.student.arch == "hf" or recipe.student.from_teacher else None
     student = teacher if recipe.student.from_teacher else new_handle(ctx, recipe.student, teacher=teacher)
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,10 +43,12 @@ class Augment(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Literal["digits", "npz", "folder", "text"] = "digits"
+    dataset: Literal["digits", "npz", "folder", "text", "lm"] = "digits"
     path: Path | None = Field(None, description="npz arrays/encoded images (dataset: npz) or an image folder")
     train: Path | None = Field(None, description="text: the training split, a .csv/.tsv/.jsonl file or an npz "
-                                                 "of strings (x_train, y_train and optionally x_test, y_test)")
+                                                 "of strings (x_train, y_train and optionally x_test, y_test); "
+                                                 "lm: an npz of strings (x_train, optionally x_test) or a .txt "
+                                                 "file, one text per line")
     test: Path | None = Field(None, description="text: the held-out split (same formats); None: the npz's "
                                                 "x_test/y_test, else test_fraction of train")
     text_column: str = Field("text", description="text: the column (CSV/TSV header, JSONL key) with the text")
@@ -62,11 +64,12 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _path_for_files(self) -> "DataConfig":
-        if self.dataset == "text":
+        if self.dataset in ("text", "lm"):
             if self.train is None:
-                raise ValueError("dataset 'text' needs data.train (a .csv, .tsv, .jsonl or .npz file)")
+                kinds = "an .npz of strings or a .txt file" if self.dataset == "lm" else "a .csv, .tsv, .jsonl or .npz file"
+                raise ValueError(f"dataset '{self.dataset}' needs data.train ({kinds})")
             if self.augment.active:
-                raise ValueError("data.augment is for images; remove it for dataset 'text'")
+                raise ValueError(f"data.augment is for images; remove it for dataset '{self.dataset}'")
         elif self.dataset != "digits" and self.path is None:
             raise ValueError(f"dataset '{self.dataset}' needs data.path")
         elif self.train is not None or self.test is not None:
@@ -74,9 +77,13 @@ class DataConfig(Strict):
         return self
 
 
+HF_ARCHS = ("hf", "hf-lm")  # loaded from a Hugging Face directory, not built from the zoo
+
+
 class ModelConfig(Strict):
-    arch: str = Field("cnn", description="a name from the model zoo: cnn, mlp, resnet20, wrn_40_2, ..., or hf "
-                                         "(a Hugging Face BERT-family sequence classifier)")
+    arch: str = Field("cnn", description="a name from the model zoo: cnn, mlp, resnet20, wrn_40_2, ..., hf "
+                                         "(a Hugging Face BERT-family sequence classifier) or hf-lm (a Hugging "
+                                         "Face causal language model: GPT-2, Llama-style)")
     channels: list[int] | None = Field(None, description="cnn: conv widths per block; mlp: hidden sizes")
     dropout: float = Field(0.0, ge=0, lt=1, description="mlp: dropout after each hidden layer")
 
@@ -104,11 +111,11 @@ class StudentConfig(ModelConfig):
     def _hf_fields(self) -> "StudentConfig":
         given = [k for k in ("layers", "init_layers", "hidden_size", "heads", "intermediate_size")
                  if getattr(self, k) is not None]
-        if given and self.arch != "hf":
-            raise ValueError(f"{given[0]} applies to arch 'hf' only")
+        if given and self.arch not in HF_ARCHS:
+            raise ValueError(f"{given[0]} applies to arch 'hf' and 'hf-lm' only")
         if given and self.from_teacher:
             raise ValueError(f"from_teacher keeps the teacher's shape; remove {given[0]}")
-        if self.checkpoint is not None and (self.from_teacher or self.arch == "hf"):
+        if self.checkpoint is not None and (self.from_teacher or self.arch in HF_ARCHS):
             raise ValueError("checkpoint applies to zoo students built from arch/channels; remove it")
         if self.layers is not None and self.init_layers is not None and len(self.init_layers) != self.layers:
             raise ValueError(f"init_layers lists {len(self.init_layers)} layers but layers is {self.layers}")
@@ -126,12 +133,14 @@ class TeacherConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _hf_fields(self) -> "TeacherConfig":
-        if self.arch == "hf" and self.path is None:
-            raise ValueError("arch 'hf' needs teacher.path, a local Hugging Face model directory")
-        if self.arch != "hf" and (self.path is not None or self.finetune is not None):
-            raise ValueError("path and finetune apply to arch 'hf' only; zoo teachers load a checkpoint")
-        if self.arch == "hf" and (self.checkpoint is not None or self.normalization is not None):
-            raise ValueError("arch 'hf' loads from teacher.path; remove checkpoint/normalization")
+        if self.arch in HF_ARCHS and self.path is None:
+            raise ValueError(f"arch '{self.arch}' needs teacher.path, a local Hugging Face model directory")
+        if self.arch not in HF_ARCHS and self.path is not None:
+            raise ValueError("path applies to arch 'hf' and 'hf-lm' only; zoo teachers load a checkpoint")
+        if self.arch != "hf" and self.finetune is not None:
+            raise ValueError("finetune applies to arch 'hf' only (a causal LM teacher is used as it is)")
+        if self.arch in HF_ARCHS and (self.checkpoint is not None or self.normalization is not None):
+            raise ValueError(f"arch '{self.arch}' loads from teacher.path; remove checkpoint/normalization")
         return self
 
 
@@ -215,8 +224,24 @@ class DataFree(Strict):
     transfer_set: int = Field(10000, ge=2, description="generated images kept for prune, qat and calibration")
 
 
+class SequenceKD(Strict):
+    """Causal language models (dataset lm): sequence-level KD (Kim & Rush 2016). The teacher continues the
+    first `prompt_tokens` tokens of every training text once; the student learns those sequences (cross-entropy,
+    ce_weight) and, with kd_weight > 0, the teacher's per-token distributions (top `logits_topk` kept)."""
+
+    prompt_tokens: int = Field(8, ge=1, description="tokens of each training text that prompt the teacher")
+    max_new_tokens: int = Field(32, ge=1, description="longest teacher continuation")
+    num_beams: int = Field(1, ge=1, description="1: greedy; more: beam search (Kim & Rush's mode seeking)")
+    sample: bool = Field(False, description="sample the continuations instead (top_k, temperature 1)")
+    top_k: int | None = Field(None, ge=1, description="sampling: keep the k most likely tokens")
+    logits_topk: int | None = Field(None, ge=1, description="also cache the teacher's k largest logits per token "
+                                                            "for the word-level term (None: live teacher)")
+    include_prompt: bool = Field(False, description="also learn the prompt tokens")
+
+
 class DistillStage(KDStage):
     data_free: DataFree = DataFree()
+    sequence: SequenceKD = SequenceKD()
     generations: int = Field(
         1, ge=1, description="born-again networks (Furlanello et al. 2018): generation g+1 is a fresh student "
                              "distilled from generation g; use with student.arch = teacher.arch")
@@ -306,6 +331,8 @@ class BenchStage(StageBase):
     threads: int | None = Field(None, ge=1, description="None: the target's thread count")
     on_device: bool = Field(False, description="also time the .ort on the attached Android phone (adb and "
                                                "onnxruntime_perf_test from EDGEDISTILL_ORT_PERF_TEST)")
+    speculative_k: int = Field(4, ge=1, description="causal LMs: tokens the student drafts per teacher pass")
+    speculative_prompts: int = Field(20, ge=1, description="causal LMs: held-out prompts decoded speculatively")
 
 
 class Stages(Strict):
@@ -363,11 +390,13 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _text_needs_hf(self) -> "Recipe":
-        text, hf = self.data.dataset == "text", (self.teacher.arch == "hf", self.student.arch == "hf")
-        if text and not all(hf):
-            raise ValueError("dataset 'text' needs teacher.arch and student.arch 'hf'")
-        if any(hf) and not text:
-            raise ValueError("arch 'hf' needs data.dataset 'text'")
+        pairs = {"text": "hf", "lm": "hf-lm"}
+        arch = pairs.get(self.data.dataset)
+        if arch and (self.teacher.arch, self.student.arch) != (arch, arch):
+            raise ValueError(f"dataset '{self.data.dataset}' needs teacher.arch and student.arch '{arch}'")
+        for dataset, arch in pairs.items():
+            if arch in (self.teacher.arch, self.student.arch) and self.data.dataset != dataset:
+                raise ValueError(f"arch '{arch}' needs data.dataset '{dataset}'")
         return self
 
     def stage_fingerprint(self, stage: str) -> str:

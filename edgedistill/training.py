@@ -78,6 +78,7 @@ def fit(
     training: Training | None = None,
     progress=None,
     on_epoch: Callable[[dict], None] | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
 ) -> list[dict]:
     """Train `model` in place for cfg.epochs; returns the per-epoch history.
 
@@ -163,7 +164,8 @@ def fit(
         scheduler.step()
         record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
                       samples_per_s=n / max(seconds, 1e-9), world_size=world,
-                      test_accuracy=accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test))
+                      test_accuracy=evaluate(model) if evaluate else
+                      accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test))
         history.append(record)
         save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history,

@@ -687,7 +687,7 @@ def test_text_csv_without_the_text_column(text_files, tmp_path):
 @pytest.mark.parametrize("how, sets, needles", [
     (PROC, ["student.arch=resnet8"], ["dataset 'text' needs teacher.arch and student.arch 'hf'"]),
     (INPROC, ["student.arch=cnn", "student.channels=[8]"], ["dataset 'text' needs teacher.arch and student.arch 'hf'"]),
-    (INPROC, ["teacher.arch=resnet8"], ["teacher:", "path and finetune apply to arch 'hf' only"]),
+    (INPROC, ["teacher.arch=resnet8"], ["teacher:", "path applies to arch 'hf' and 'hf-lm' only"]),
     (INPROC, ["student.layers=9", "student.init_layers=[0]"], ["init_layers lists 1 layers but layers is 9"]),
 ])
 def test_text_recipe_with_a_zoo_arch_or_bad_hf_fields(monkeypatch, capsys, text_files, tmp_path, how, sets, needles):

@@ -423,3 +423,80 @@ def test_corpus_splits_and_prompts(tmp_path):
     p_ids, p_mask, rows = corpus.prompts(ids, mask, 2)
     assert rows.tolist() == [0] + ([1] if mask[1].sum() > 2 else []) and p_ids.shape[1] == 2
     assert torch.equal(p_ids[0], ids[0, :2]) and bool(p_mask.all())
+
+
+# ---------------------------------------------------------------- the lm-seqkd recipe through the pipeline
+
+
+@pytest.fixture(scope="module")
+def lm_run(teacher_dir, tmp_path_factory):
+    from edgedistill import pipeline
+    from edgedistill.recipe import load_recipe
+    from edgedistill.targets import load_target
+
+    d = tmp_path_factory.mktemp("lm-run")
+    np.savez(d / "texts.npz", x_train=np.array(_sentences(200, 1)), x_test=np.array(_sentences(40, 2)))
+    sets = [f"teacher.path={teacher_dir}", f"data.train={d / 'texts.npz'}", "data.max_length=16",
+            "stages.distill.epochs=3", "stages.distill.lr=0.003", "stages.distill.sequence.prompt_tokens=2",
+            "stages.distill.sequence.max_new_tokens=8", "stages.distill.sequence.logits_topk=8",
+            "stages.bench.speculative_prompts=4"]
+    target = load_target("x86-avx2")
+    state = pipeline.run(load_recipe("lm-seqkd", sets), target, d / "out", quiet=True)
+    return state, d / "out", sets, target
+
+
+def test_lm_recipe_distills_on_teacher_sequences_and_skips_what_does_not_apply(lm_run):
+    import json
+
+    state, out, _, _ = lm_run
+    r = state.records
+    assert "prune" not in r and "qat" not in r
+    seq = r["distill"]["sequence_kd"]
+    assert seq["sequences"] > 150 and 0 < seq["mean_new_tokens"] <= 8 and 0.5 < seq["topk_mass"] <= 1.0
+    # it learned the teacher: held-out perplexity moves from the fresh half-depth student's towards the teacher's
+    assert r["teacher"]["perplexity"] < r["distill"]["perplexity"] < r["student"]["perplexity"]
+    assert r["student"]["params"] < r["teacher"]["params"] and r["student"]["macs"] < r["teacher"]["macs"]
+    assert 0 <= r["distill"]["generation_agreement"] <= 1 and r["distill"]["perplexity"] > 1
+    assert (out / "03-distill" / "sequences.pt").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert any(n.startswith("causal language model:") for n in report["notes"])
+    assert any(n.startswith("speculative decoding:") for n in report["notes"])
+
+
+def test_lm_recipe_exports_kv_cache_onnx_that_decodes_as_torch_and_benches_speculation(lm_run):
+    state, out, _, _ = lm_run
+    arts = state.records["export"]["artifacts"]
+    assert [(a["role"], a["kind"]) for a in arts] == [("teacher", "onnx-fp32"), ("student", "onnx-fp32"),
+                                                       ("student", "onnx-int8")]
+    assert all(p["top1_agreement"] >= 0.99 for p in state.records["export"]["parity"][:2])
+    bench = {b["path"]: b for b in state.records["bench"]["artifacts"]}
+    student_fp32 = bench[arts[1]["path"]]
+    assert student_fp32["accuracy"] == pytest.approx(state.records["distill"]["accuracy"], abs=0.01)
+    assert all(b["latency_ms"]["p50"] > 0 for b in bench.values())
+    spec = state.records["bench"]["speculative"]
+    assert spec["identical"] and 0 <= spec["acceptance_rate"] <= 1 and spec["prompts"] == 4
+    assert 1 <= spec["tokens_per_target_call"] <= 5  # k = 4 drafted, plus the teacher's own
+
+
+def test_lm_run_resumes_with_the_teacher_sequences_kept(lm_run):
+    from edgedistill import pipeline
+    from edgedistill.recipe import load_recipe
+
+    state, out, sets, target = lm_run
+    kept = (out / "03-distill" / "done.json").read_text()
+    again = pipeline.run(load_recipe("lm-seqkd", [*sets, "stages.bench.speculative_k=2"]), target, out, quiet=True)
+    assert (out / "03-distill" / "done.json").read_text() == kept
+    assert again.records["bench"]["speculative"]["k"] == 2
+    assert again.records["distill"]["accuracy"] == state.records["distill"]["accuracy"]
+
+
+@pytest.mark.parametrize("override, message", [
+    (["student.arch=hf"], "dataset 'lm' needs teacher.arch and student.arch 'hf-lm'"),
+    (["teacher.finetune=true"], "finetune applies to arch 'hf' only"),
+])
+def test_lm_recipe_errors_name_the_field(teacher_dir, tmp_path, override, message):
+    from edgedistill.recipe import load_recipe
+
+    np.savez(tmp_path / "t.npz", x_train=np.array(["alfa bravo"]))
+    with pytest.raises(UserError, match=message):
+        load_recipe("lm-seqkd", [f"teacher.path={teacher_dir}", f"data.train={tmp_path / 't.npz'}", *override])

@@ -94,8 +94,53 @@ def load_text(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
     return DataBundle(ids[0], torch.from_numpy(y_tr), ids[1], torch.from_numpy(y_te), spec)
 
 
+def _texts(path: Path, field: str, split: str) -> list[str] | None:
+    """The texts of one split: x_<split> of an npz of strings (None when it has none), or a .txt file's lines."""
+    if path.suffix.lower() == ".txt":
+        if split == "test" and field == "data.train":
+            return None
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return [line for line in lines if line]
+    if path.suffix.lower() != ".npz":
+        raise UserError(f"{field}: {path.name} is not an .npz of strings or a .txt file")
+    with np.load(path, allow_pickle=False) as z:
+        has = set(z.files)
+    key = f"x_{split}" if f"x_{split}" in has or field == "data.train" else "x_train"
+    if key not in has:
+        return None
+    from edgedistill.generative.corpus import load_sentences
+
+    return load_sentences(path, key[2:], field)
+
+
+def load_lm(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
+    """Texts for a causal language model: token rows (N, max_length), right-padded, each text then EOS; y holds
+    each row's length (the attention mask, whatever the pad id is)."""
+    from edgedistill.generative.corpus import encode
+    from edgedistill.generative.lm import load_tokenizer
+
+    train = _texts(cfg.train, "data.train", "train")
+    test = _texts(cfg.test, "data.test", "test") if cfg.test is not None else _texts(cfg.train, "data.train", "test")
+    if not train:
+        raise UserError(f"data.train: {cfg.train} holds no text")
+    if test is None:
+        train, test = _split(train, [0] * len(train), cfg, seed)[:2]
+    tokenizer = load_tokenizer(tokenizer_dir)
+    spec = ModelSpec(task="text-generation", input_shape=(cfg.max_length,), num_classes=len(tokenizer), labels=(),
+                     mean=(), std=(), pad_id=int(tokenizer.pad_token_id))
+    rows = []
+    for texts in (train, test):
+        ids, mask = encode(tokenizer, texts, cfg.max_length)
+        ids = torch.cat([ids, ids.new_full((len(ids), cfg.max_length - ids.shape[1]), spec.pad_id)], 1)
+        rows.append((ids, mask.sum(1)))
+    return DataBundle(rows[0][0], rows[0][1], rows[1][0], rows[1][1], spec)
+
+
 def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None) -> DataBundle:
-    data = load_text(cfg, seed, tokenizer_dir) if cfg.dataset == "text" else _load_images(cfg, seed)
+    if cfg.dataset == "lm":
+        data = load_lm(cfg, seed, tokenizer_dir)
+    else:
+        data = load_text(cfg, seed, tokenizer_dir) if cfg.dataset == "text" else _load_images(cfg, seed)
     if cfg.limit_train is not None and cfg.limit_train < len(data.y_train):  # a seeded subset, same every run
         keep = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[: cfg.limit_train]
         data = DataBundle(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.spec)

@@ -21,7 +21,7 @@ BLOCK_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers", "model.decode
 def load_causal_lm(path: Path, field: str = "teacher.path"):
     """(model, tokenizer) from a local directory, eager attention (the attention maps stay reachable), model
     in eval mode. A tokenizer without a pad token pads with EOS (GPT-2 ships without one)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     _quiet()
     check_dir(path, field)
@@ -31,18 +31,22 @@ def load_causal_lm(path: Path, field: str = "teacher.path"):
         raise UserError(f"{field}: {path} does not load as a causal language model "
                         f"({str(e).splitlines()[0][:160]}); give a GPT-2, Llama-style or other *ForCausalLM "
                         "directory") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception as e:
-        raise UserError(f"{field}: no tokenizer could be loaded from {path} ({str(e).splitlines()[0][:120]}); "
-                        "save the tokenizer into the model directory") from None
+    tokenizer = load_tokenizer(path, field)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def load_tokenizer(path: Path, field: str = "teacher.path"):
+    """The directory's tokenizer; without a pad token it pads with EOS (GPT-2 ships without one)."""
+    from edgedistill.models.hf import load_tokenizer as load
+
+    tokenizer = load(path, field)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(f"{field}: the tokenizer in {path} has neither a pad nor an EOS token; "
                             "add one (tokenizer.add_special_tokens) and save it again")
         tokenizer.pad_token = tokenizer.eos_token
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    return tokenizer
 
 
 def block_path(model: nn.Module) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 class ModelSpec:
     """What a model expects and produces; the same for teacher and student of one task."""
 
-    task: str  # "image-classification" or "text-classification"
+    task: str  # "image-classification", "text-classification" or "text-generation" (causal LM; classes = vocabulary)
     input_shape: tuple[int, ...]  # one example, e.g. (1, 8, 8), or (max_length,) token ids
     num_classes: int
     labels: tuple[str, ...]
@@ -23,6 +23,10 @@ class ModelSpec:
     @property
     def is_text(self) -> bool:
         return self.task == "text-classification"
+
+    @property
+    def is_lm(self) -> bool:
+        return self.task == "text-generation"
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         if self.is_text:  # any token that is not padding
@@ -47,6 +51,10 @@ def count_macs_params(module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
     transformers, an exact count at the recipe's sequence length)."""
     import torch_pruning as tp
 
+    if spec.is_lm:  # per generated token: every weight matrix once (the attention over the cache aside)
+        params = sum(p.numel() for p in module.parameters())
+        return sum(m.weight.numel() for m in module.modules() if hasattr(m, "weight") and getattr(m.weight, "dim", lambda: 0)() == 2
+                   and not isinstance(m, nn.Embedding)), params
     if spec.is_text:
         from edgedistill.models.hf import transformer_macs
 

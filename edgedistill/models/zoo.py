@@ -59,14 +59,14 @@ def _fixed_archs() -> dict:
 
 
 def arch_names() -> list[str]:
-    return [*WIDTH_ARCHS, *sorted(_fixed_archs()), "hf"]
+    return [*WIDTH_ARCHS, *sorted(_fixed_archs()), "hf", "hf-lm"]
 
 
 def check_arch(arch: str, channels: list[int] | None) -> None:
     """Raise ValueError (shown against the recipe field) unless `arch` with `channels` can be built."""
-    if arch == "hf":  # built from a Hugging Face directory (edgedistill.models.hf)
+    if arch in ("hf", "hf-lm"):  # built from a Hugging Face directory (models.hf, generative.lm)
         if channels is not None:
-            raise ValueError("arch 'hf' takes its widths from the model's config; remove channels")
+            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
     elif arch in WIDTH_ARCHS:
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"arch '{arch}' needs channels: a non-empty list of positive widths")

@@ -106,6 +106,26 @@ def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
     return notes
 
 
+def _lm_notes(results: dict[str, dict]) -> list[str]:
+    """A language model's figures read differently: say how, and what speculative decoding measured."""
+    distill, spec = results.get("distill", {}), results.get("bench", {}).get("speculative")
+    if "sequence_kd" not in distill:
+        return []
+    seq = distill["sequence_kd"]
+    notes = [f"causal language model: accuracy is held-out next-token top-1 (teacher perplexity "
+             f"{results['teacher']['perplexity']:.1f}, student {distill['perplexity']:.1f}); latency is per generated "
+             f"token with the KV cache, batch 1. The student learned {seq['sequences']:,} {seq['decoding']} teacher "
+             f"continuations (sequence-level KD) and decodes {100 * distill['generation_agreement']:.1f}% of held-out "
+             "greedy tokens as the teacher does."]
+    if spec:
+        notes.append(f"speculative decoding: the student drafting {spec['k']} tokens per teacher pass had "
+                     f"{100 * spec['acceptance_rate']:.0f}% of its tokens accepted ({spec['tokens_per_target_call']:.2f} "
+                     f"tokens per teacher pass) and decoded {spec['speedup']:.2f}x as fast as the teacher alone "
+                     f"({spec['prompts']} held-out prompts, torch on this CPU, {spec['threads']} threads; outputs "
+                     f"{'identical' if spec['identical'] else 'NOT identical'} to the teacher's).")
+    return notes
+
+
 def build(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     recipe_path, target_path = run_dir / "recipe.resolved.yaml", run_dir / "target.resolved.yaml"
@@ -137,7 +157,7 @@ def build(run_dir: Path) -> dict:
         "recipe": recipe,
         "stages": stages,
         "artifacts": artifacts,
-        "notes": _notes(artifacts, stages),
+        "notes": _notes(artifacts, stages) + _lm_notes(results),
         "parity": export.get("parity", []),
         "stage_wall_s": _stage_wall_s(results),
         "usage": export.get("usage"),

@@ -79,6 +79,12 @@ def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
     kind = latency.label(ctx.target)
+    if ctx.data.spec.is_lm:
+        from edgedistill.stages import lm
+
+        state.records["bench"] = {"name": "bench", "threads": threads, "latency_kind": kind,
+                                  "host_stands_in_for_target": ctx.target.runs_on_host(), **lm.bench(ctx, state, threads, kind)}
+        return state
     x_test = ctx.data.x_test.cpu().numpy()
     y_test = ctx.data.y_test.cpu().numpy()
     num_classes = int(ctx.data.spec.num_classes)

@@ -15,6 +15,10 @@ from edgedistill.training import accuracy, predict
 def evaluate(handle: ModelHandle, ctx, state=None) -> dict:
     """Held-out accuracy, parameters and MACs of a model: the columns of the report's stage table; with the
     pipeline state, also its top-1 agreement with the teacher, from the same forward pass."""
+    if handle.spec.is_lm:
+        from edgedistill.stages import lm
+
+        return lm.evaluate(handle, ctx, state)
     logits = predict(handle.module, ctx.data.x_test)
     record = {"accuracy": accuracy(logits, ctx.data.y_test), **handle.size()}
     if state is not None:
@@ -39,6 +43,13 @@ def new_handle(ctx, cfg, teacher: ModelHandle | None = None) -> ModelHandle:
     if own is not None and len(own.mean) != spec.input_shape[0]:
         raise UserError(f"teacher.normalization: has {len(own.mean)} channel(s) but the images have "
                         f"{spec.input_shape[0]}; give one mean/std per channel")
+    if cfg.arch == "hf-lm":
+        from edgedistill.generative import lm
+
+        module = lm.load_causal_lm(cfg.path)[0] if teacher is None else lm.build_student(
+            teacher.module, num_layers=cfg.layers, init_layers=cfg.init_layers, hidden_size=cfg.hidden_size,
+            heads=cfg.heads, intermediate_size=cfg.intermediate_size)
+        return ModelHandle(module=module.to(ctx.device), spec=spec, arch="hf-lm", channels=[])
     if cfg.arch == "hf":
         from edgedistill.models import hf
 
@@ -126,7 +137,7 @@ def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "
     from edgedistill.training import fit
 
     cfg = cfg or getattr(ctx.recipe.stages, name)
-    return fit(model, task, ctx.data, cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
+    return fit(model, task, kw.pop("data", ctx.data), cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
                batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
                on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)

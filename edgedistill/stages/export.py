@@ -47,6 +47,11 @@ def _on_cpu(module):
 
 def run(ctx, state, stage_dir):
     cfg, target, spec = ctx.recipe.stages.export, ctx.target, ctx.data.spec
+    if spec.is_lm:
+        from edgedistill.stages import lm
+
+        state.records["export"] = lm.export(ctx, state, stage_dir)
+        return state
     x = ctx.data.x_test.cpu()
     x_np = x.numpy()
     rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731

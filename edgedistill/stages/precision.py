@@ -12,6 +12,10 @@ USES_TARGET = True  # the latency that decides is the target's
 
 
 def not_applicable(recipe) -> str | None:
+    if recipe.student.arch == "hf-lm":
+        from edgedistill.stages.lm import NOT_APPLICABLE
+
+        return NOT_APPLICABLE
     if recipe.student.arch == "hf":
         return "not applicable to transformers: export quantizes their MatMuls dynamically"
     if not (recipe.stages.qat.enabled or recipe.stages.export.enabled):

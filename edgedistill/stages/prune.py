@@ -17,6 +17,14 @@ USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
 
 
+
+def not_applicable(recipe) -> str | None:
+    if recipe.student.arch == "hf-lm":
+        from edgedistill.stages.lm import NOT_APPLICABLE
+
+        return NOT_APPLICABLE
+    return None
+
 def validate(recipe, target) -> None:
     """Checked before any stage runs: a latency budget needs a target this machine can time."""
     if recipe.stages.prune.latency_ms and not target.runs_on_host():

@@ -12,6 +12,10 @@ USES_TARGET = True
 
 
 def not_applicable(recipe) -> str | None:
+    if recipe.student.arch == "hf-lm":
+        from edgedistill.stages.lm import NOT_APPLICABLE
+
+        return NOT_APPLICABLE
     if recipe.student.arch == "hf":
         return "not applicable to transformers: export quantizes them dynamically (integer MatMul kernels)"
     return None

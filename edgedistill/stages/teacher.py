@@ -9,6 +9,8 @@ from edgedistill.stages.common import evaluate, load_weights, new_handle, save_w
 
 
 def _needs_training(ctx, cfg) -> bool:
+    if cfg.arch == "hf-lm":  # used as it is
+        return False
     if cfg.arch != "hf":
         return cfg.checkpoint is None
     from edgedistill.models import hf

@@ -1,0 +1,190 @@
+"""What the stages do for causal language models (data.dataset lm, arch hf-lm): held-out next-token metrics,
+sequence-level distillation, export with a KV cache, per-token latency and speculative decoding. The stage
+modules call in here when the data's spec is a language model's; pruning, precision and QAT skip them."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from edgedistill import io
+from edgedistill.errors import RefusedError, UserError
+from edgedistill.generative import kv_onnx, lm, seqkd
+
+NOT_APPLICABLE = "not applicable to causal language models yet: export quantizes their MatMuls dynamically"
+FP32_MIN_MATCH = 0.99  # greedy tokens an fp32 export must decode as torch does (a near-tie may flip one)
+
+
+def mask_of(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Attention mask (N, width) of right-padded rows with these lengths."""
+    return (torch.arange(width, device=lengths.device)[None] < lengths[:, None]).long()
+
+
+@torch.no_grad()
+def next_token(model, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 64):
+    """Teacher-forced predictions at every position that has a next token: (argmax (M,), targets (M,), NLL sum)."""
+    model.eval()
+    device = next(model.parameters()).device
+    preds, targets, nll = [], [], 0.0
+    for i in range(0, len(ids), batch_size):
+        n = lengths[i : i + batch_size].to(device)
+        x = ids[i : i + batch_size, : int(n.max())].to(device)
+        m = mask_of(n, x.shape[1])
+        logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
+        keep = m[:, 1:].bool()
+        preds.append(logits[keep].argmax(-1).cpu())
+        targets.append(x[:, 1:][keep].cpu())
+        nll += float(torch.nn.functional.cross_entropy(logits[keep], x[:, 1:][keep], reduction="sum"))
+    preds, targets = torch.cat(preds), torch.cat(targets)
+    return preds, targets, nll
+
+
+def evaluate(handle, ctx, state=None) -> dict:
+    """Held-out next-token top-1 accuracy and perplexity (the report's accuracy column for a language model),
+    size, and the share of next tokens the teacher would pick too."""
+    preds, targets, nll = next_token(handle.module, ctx.data.x_test, ctx.data.y_test)
+    record = {"accuracy": float((preds == targets).float().mean()), "perplexity": math.exp(nll / len(targets)),
+              **handle.size()}
+    if state is not None:
+        key = ("teacher_next_tokens", id(state.teacher.module))
+        if key not in ctx.cache:
+            ctx.cache[key] = next_token(state.teacher.module, ctx.data.x_test, ctx.data.y_test)[0]
+        record["agreement_with_teacher"] = float((preds == ctx.cache[key]).float().mean())
+    return record
+
+
+def _prompts(ctx, ids: torch.Tensor, lengths: torch.Tensor, n: int | None = None):
+    """The first prompt_tokens tokens of texts longer than that (prompts, their mask)."""
+    from edgedistill.generative.corpus import prompts
+
+    p_ids, p_mask, _ = prompts(ids, mask_of(lengths, ids.shape[1]), ctx.recipe.stages.distill.sequence.prompt_tokens)
+    return (p_ids[:n], p_mask[:n]) if n else (p_ids, p_mask)
+
+
+def _check_positions(ctx, teacher) -> None:
+    seq = ctx.recipe.stages.distill.sequence
+    limit = getattr(teacher.config, "max_position_embeddings", None)
+    if limit is not None and seq.prompt_tokens + seq.max_new_tokens > limit:
+        raise UserError(f"stages.distill.sequence: prompt_tokens + max_new_tokens = "
+                        f"{seq.prompt_tokens + seq.max_new_tokens} but the teacher has {limit} positions; lower them")
+
+
+def distill(ctx, state, stage_dir) -> dict:
+    """Sequence-level KD: the teacher's continuations of the training prompts (made once, kept in the stage
+    directory for a resume), then the student trained on them with the shared training loop."""
+    from edgedistill.data import DataBundle
+    from edgedistill.stages.common import train
+
+    cfg, teacher = ctx.recipe.stages.distill, state.teacher.module
+    seq = cfg.sequence
+    _check_positions(ctx, teacher)
+    path = stage_dir / "sequences.pt"
+    if path.exists():
+        sequences = io.load_torch(path)
+    else:
+        p_ids, p_mask = _prompts(ctx, ctx.data.x_train, ctx.data.y_train)
+        ctx.log(f"    teacher continues {len(p_ids):,} prompts")
+        sequences = seqkd.teacher_sequences(teacher, p_ids, p_mask, seq.max_new_tokens, do_sample=seq.sample,
+                                            top_k=seq.top_k, num_beams=seq.num_beams, seed=ctx.recipe.seed,
+                                            logits_topk=seq.logits_topk)
+        io.save_torch(path, sequences)
+    task = seqkd.SeqKDTask(teacher, sequences, cfg.temperature, cfg.kd_weight, cfg.ce_weight,
+                           include_prompt=seq.include_prompt)
+    device = ctx.device
+    data = DataBundle(sequences["input_ids"].to(device), sequences["prompt_lengths"].to(device),
+                      ctx.data.x_test, ctx.data.y_test, ctx.data.spec)
+    history = train(ctx, "distill", state.student.module, task, stage_dir, data=data,
+                    evaluate=lambda m: evaluate(state.student, ctx)["accuracy"])
+    new = sequences["attention_mask"].sum(1) - sequences["prompt_lengths"]
+    info = {"sequences": len(new), "mean_new_tokens": float(new.float().mean()),
+            "decoding": "sampled" if seq.sample else f"beam {seq.num_beams}" if seq.num_beams > 1 else "greedy"}
+    if "topk_mass" in sequences:
+        info["topk_mass"] = float(sequences["topk_mass"])
+    return {"history": history, "sequence_kd": info,
+            "generation_agreement": generation_agreement(ctx, state.teacher.module, state.student.module)}
+
+
+def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 16) -> float:
+    """Share of greedily generated tokens, on held-out prompts, that the student decodes as the teacher does."""
+    p_ids, _ = _prompts(ctx, ctx.data.x_test, ctx.data.y_test, n)
+    want, got = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens), lm.greedy(student, p_ids, max_new_tokens=new_tokens)
+    return float((want == got).float().mean())
+
+
+def export(ctx, state, stage_dir) -> dict:
+    """teacher.onnx-kv/ and student.onnx-kv/: optimum directories with a KV cache (student with its dynamic
+    int8 twin), each checked by greedy decoding on a bare ONNX Runtime session against torch."""
+    cfg = ctx.recipe.stages.export
+    tokenizer = lm.load_tokenizer(ctx.recipe.teacher.path)
+    p_ids, _ = _prompts(ctx, ctx.data.x_test.cpu(), ctx.data.y_test.cpu(), 16)
+    artifacts, parity = [], []
+    rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
+    for role in ("teacher", "student"):
+        module = copy.deepcopy(getattr(state, role).module).cpu().eval()
+        directory = kv_onnx.export(module, tokenizer, stage_dir / f"{role}.onnx-kv", cfg.opset, int8=role == "student")
+        files = [("onnx-fp32", kv_onnx.FP32_FILE, "fp32")] + ([("onnx-int8", kv_onnx.INT8_FILE, "int8")] if role == "student" else [])
+        for kind, name, precision in files:
+            match = kv_onnx.check_matches_torch(module, directory, p_ids, file_name=name)
+            floor = FP32_MIN_MATCH if precision == "fp32" else cfg.int8_min_agreement
+            if match < floor:
+                raise RefusedError(f"parity: {rel(directory / name)} decodes {match:.1%} of greedy tokens as the torch "
+                                   f"{role} does (< {floor}); the artifact is not trusted")
+            parity.append({"from": f"{role} fp32 (torch)", "to": f"{role} {precision} (onnx, KV cache)",
+                           "top1_agreement": match, "max_abs": None, "measure": "greedy tokens, KV cache"})
+            artifacts.append({"role": role, "kind": kind, "path": rel(directory / name), "precision": precision,
+                              "size_bytes": io.dir_size(directory / name), "directory": rel(directory),
+                              "loader": "optimum.onnxruntime.ORTModelForCausalLM.from_pretrained(directory"
+                                        + (f", file_name='{name}')" if name != kv_onnx.FP32_FILE else ")"),
+                              **({"quantization": "dynamic-ort"} if precision == "int8" else {})})
+            ctx.log(f"    wrote {artifacts[-1]['path']} ({artifacts[-1]['size_bytes']:,} bytes)")
+    skipped = [f for f in cfg.formats if f in ("ort", "coreml", "hf-onnx")]
+    return {"name": "export", "artifacts": artifacts, "parity": parity,
+            "usage": {"inputs": ["input_ids", "attention_mask", "position_ids", "past_key_values.<layer>.key/value"],
+                      "outputs": ["logits", "present.<layer>.key/value"], "pad_id": ctx.data.spec.pad_id},
+            **({"skipped": {f: "causal language models are exported as ONNX with a KV cache only" for f in skipped}}
+               if skipped else {})}
+
+
+@torch.no_grad()
+def onnx_next_token_accuracy(path, ids: torch.Tensor, lengths: torch.Tensor, limit: int = 256) -> float:
+    """The held-out next-token accuracy of an exported file, through ONNX Runtime (empty cache, whole rows)."""
+    runner = kv_onnx.OrtGreedy(path)
+    right = total = 0
+    for row, n in zip(ids[:limit].numpy(), lengths[:limit].tolist()):
+        x = row[None, :n].astype(np.int64)
+        logits, _ = runner.step(x, np.ones_like(x), runner.empty_cache(1))
+        right += int((logits[0, :-1].argmax(-1) == x[0, 1:]).sum())
+        total += n - 1
+    return right / max(total, 1)
+
+
+def bench(ctx, state, threads: int, kind: str) -> dict:
+    """Per generated token latency (KV cache, batch 1) and held-out next-token accuracy of every file, and the
+    student drafting for the teacher in speculative decoding (acceptance rate and measured speed-up)."""
+    from edgedistill.generative import speculative
+
+    cfg = ctx.recipe.stages.bench
+    x, lengths = ctx.data.x_test.cpu(), ctx.data.y_test.cpu()
+    p_ids, _ = _prompts(ctx, x, lengths, cfg.speculative_prompts)
+    new = ctx.recipe.stages.distill.sequence.max_new_tokens
+    results = []
+    for art in state.records["export"]["artifacts"]:
+        path = ctx.out / art["path"]
+        ms = kv_onnx.time_per_token(path, p_ids[0], new_tokens=new, threads=threads)
+        acc = onnx_next_token_accuracy(path, x, lengths)
+        results.append({"path": art["path"], "accuracy": acc,
+                        "latency_ms": {"p50": ms, "kind": kind, "threads": threads, "batch": 1,
+                                       "runtime": "onnxruntime-cpu", "per": "generated token (KV cache)"}})
+        ctx.log(f"    {art['role']:<7} {art['kind']:<9} next-token acc {acc:.4f}  {ms:.3f} ms/token ({kind}, "
+                f"{threads} thr)  {art['size_bytes']:,} B")
+    teacher, student = (copy.deepcopy(h.module).cpu().eval() for h in (state.teacher, state.student))
+    eos = lm.load_tokenizer(ctx.recipe.teacher.path).eos_token_id
+    spec = speculative.measure(teacher, student, list(p_ids), new, k=cfg.speculative_k, threads=threads,
+                               eos_token_id=eos)
+    ctx.log(f"    speculative decoding (student drafts {cfg.speculative_k}): acceptance {spec['acceptance_rate']:.2f}, "
+            f"{spec['tokens_per_target_call']:.2f} tokens per teacher pass, {spec['speedup']:.2f}x vs the teacher alone "
+            f"(torch, {threads} thr)")
+    return {"artifacts": results, "speculative": spec}
