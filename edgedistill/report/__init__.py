@@ -111,12 +111,13 @@ def _lm_notes(results: dict[str, dict]) -> list[str]:
     distill, spec = results.get("distill", {}), results.get("bench", {}).get("speculative")
     if "sequence_kd" not in distill:
         return []
-    seq = distill["sequence_kd"]
+    seq, start = distill["sequence_kd"], results.get("student", {}).get("generation_agreement")
+    before = f" ({100 * start:.1f}% before distillation)" if start is not None else ""
     notes = [f"causal language model: accuracy is held-out next-token top-1 (teacher perplexity "
              f"{results['teacher']['perplexity']:.1f}, student {distill['perplexity']:.1f}); latency is per generated "
              f"token with the KV cache, batch 1. The student learned {seq['sequences']:,} {seq['decoding']} teacher "
              f"continuations (sequence-level KD) and decodes {100 * distill['generation_agreement']:.1f}% of held-out "
-             "greedy tokens as the teacher does."]
+             f"greedy tokens as the teacher does{before}."]
     if spec:
         notes.append(f"speculative decoding: the student drafting {spec['k']} tokens per teacher pass had "
                      f"{100 * spec['acceptance_rate']:.0f}% of its tokens accepted ({spec['tokens_per_target_call']:.2f} "

@@ -44,7 +44,8 @@ def next_token(model, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int 
 
 def evaluate(handle, ctx, state=None) -> dict:
     """Held-out next-token top-1 accuracy and perplexity (the report's accuracy column for a language model),
-    size, and the share of next tokens the teacher would pick too."""
+    size, and with the pipeline state how close it is to the teacher: the share of next tokens the teacher
+    would pick too, and of greedily generated tokens it decodes as the teacher does."""
     preds, targets, nll = next_token(handle.module, ctx.data.x_test, ctx.data.y_test)
     record = {"accuracy": float((preds == targets).float().mean()), "perplexity": math.exp(nll / len(targets)),
               **handle.size()}
@@ -53,6 +54,7 @@ def evaluate(handle, ctx, state=None) -> dict:
         if key not in ctx.cache:
             ctx.cache[key] = next_token(state.teacher.module, ctx.data.x_test, ctx.data.y_test)[0]
         record["agreement_with_teacher"] = float((preds == ctx.cache[key]).float().mean())
+        record["generation_agreement"] = generation_agreement(ctx, state.teacher.module, handle.module)
     return record
 
 
@@ -103,15 +105,16 @@ def distill(ctx, state, stage_dir) -> dict:
             "decoding": "sampled" if seq.sample else f"beam {seq.num_beams}" if seq.num_beams > 1 else "greedy"}
     if "topk_mass" in sequences:
         info["topk_mass"] = float(sequences["topk_mass"])
-    return {"history": history, "sequence_kd": info,
-            "generation_agreement": generation_agreement(ctx, state.teacher.module, state.student.module)}
+    return {"history": history, "sequence_kd": info}
 
 
 def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 16) -> float:
     """Share of greedily generated tokens, on held-out prompts, that the student decodes as the teacher does."""
     p_ids, _ = _prompts(ctx, ctx.data.x_test, ctx.data.y_test, n)
-    want, got = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens), lm.greedy(student, p_ids, max_new_tokens=new_tokens)
-    return float((want == got).float().mean())
+    key = ("teacher_greedy", id(teacher))
+    if key not in ctx.cache:
+        ctx.cache[key] = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens)
+    return float((ctx.cache[key] == lm.greedy(student, p_ids, max_new_tokens=new_tokens)).float().mean())
 
 
 def export(ctx, state, stage_dir) -> dict:
@@ -127,13 +130,21 @@ def export(ctx, state, stage_dir) -> dict:
         directory = kv_onnx.export(module, tokenizer, stage_dir / f"{role}.onnx-kv", cfg.opset, int8=role == "student")
         files = [("onnx-fp32", kv_onnx.FP32_FILE, "fp32")] + ([("onnx-int8", kv_onnx.INT8_FILE, "int8")] if role == "student" else [])
         for kind, name, precision in files:
-            match = kv_onnx.check_matches_torch(module, directory, p_ids, file_name=name)
+            # fp32: greedy decoding must match torch token for token. int8: greedy tokens drift once a near-tie
+            # flips (and then the rest of the sequence differs), so it is judged teacher-forced, per token.
+            if precision == "fp32":
+                match, measure = kv_onnx.check_matches_torch(module, directory, p_ids, file_name=name), "greedy tokens"
+            else:
+                ids, lengths = ctx.data.x_test[:200].cpu(), ctx.data.y_test[:200].cpu()
+                match = float((onnx_next_tokens(directory / name, ids, lengths) == next_token(module, ids, lengths)[0])
+                              .float().mean())
+                measure = "teacher-forced next tokens"
             floor = FP32_MIN_MATCH if precision == "fp32" else cfg.int8_min_agreement
             if match < floor:
-                raise RefusedError(f"parity: {rel(directory / name)} decodes {match:.1%} of greedy tokens as the torch "
-                                   f"{role} does (< {floor}); the artifact is not trusted")
+                raise RefusedError(f"parity: {rel(directory / name)} agrees with the torch {role} on {match:.1%} of "
+                                   f"{measure} (< {floor}); the artifact is not trusted")
             parity.append({"from": f"{role} fp32 (torch)", "to": f"{role} {precision} (onnx, KV cache)",
-                           "top1_agreement": match, "max_abs": None, "measure": "greedy tokens, KV cache"})
+                           "top1_agreement": match, "max_abs": None, "measure": measure})
             artifacts.append({"role": role, "kind": kind, "path": rel(directory / name), "precision": precision,
                               "size_bytes": io.dir_size(directory / name), "directory": rel(directory),
                               "loader": "optimum.onnxruntime.ORTModelForCausalLM.from_pretrained(directory"
@@ -148,18 +159,16 @@ def export(ctx, state, stage_dir) -> dict:
                if skipped else {})}
 
 
-@torch.no_grad()
-def onnx_next_token_accuracy(path, ids: torch.Tensor, lengths: torch.Tensor) -> float:
-    """The held-out next-token accuracy of an exported file, through ONNX Runtime (empty cache, whole rows):
-    the same figure as the stages' accuracy, from the file an app loads."""
+def onnx_next_tokens(path, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced next-token predictions of an exported file through ONNX Runtime (empty cache, whole rows),
+    in next_token's order: the same figures as the stages', from the file an app loads."""
     runner = kv_onnx.OrtGreedy(path)
-    right = total = 0
+    preds = []
     for row, n in zip(ids.numpy(), lengths.tolist()):
         x = row[None, :n].astype(np.int64)
         logits, _ = runner.step(x, np.ones_like(x), runner.empty_cache(1))
-        right += int((logits[0, :-1].argmax(-1) == x[0, 1:]).sum())
-        total += n - 1
-    return right / max(total, 1)
+        preds.append(torch.from_numpy(logits[0, :-1].argmax(-1)))
+    return torch.cat(preds)
 
 
 def bench(ctx, state, threads: int, kind: str) -> dict:
@@ -171,11 +180,12 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
     x, lengths = ctx.data.x_test.cpu(), ctx.data.y_test.cpu()
     p_ids, _ = _prompts(ctx, x, lengths, cfg.speculative_prompts)
     new = ctx.recipe.stages.distill.sequence.max_new_tokens
+    targets = torch.cat([row[1:n] for row, n in zip(x, lengths.tolist())])
     results = []
     for art in state.records["export"]["artifacts"]:
         path = ctx.out / art["path"]
         ms = kv_onnx.time_per_token(path, p_ids[0], new_tokens=new, threads=threads)
-        acc = onnx_next_token_accuracy(path, x, lengths)
+        acc = float((onnx_next_tokens(path, x, lengths) == targets).float().mean())
         results.append({"path": art["path"], "accuracy": acc,
                         "latency_ms": {"p50": ms, "kind": kind, "threads": threads, "batch": 1,
                                        "runtime": "onnxruntime-cpu", "per": "generated token (KV cache)"}})
