@@ -109,12 +109,18 @@ def distill(ctx, state, stage_dir) -> dict:
 
 
 def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 16) -> float:
-    """Share of greedily generated tokens, on held-out prompts, that the student decodes as the teacher does."""
+    """Share of the teacher's greedy tokens on held-out prompts (up to its EOS) that the student, decoding
+    greedily on its own, produces at the same position."""
     p_ids, _ = _prompts(ctx, ctx.data.x_test, ctx.data.y_test, n)
+    eos = teacher.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     key = ("teacher_greedy", id(teacher))
     if key not in ctx.cache:
-        ctx.cache[key] = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens)
-    return float((ctx.cache[key] == lm.greedy(student, p_ids, max_new_tokens=new_tokens)).float().mean())
+        ctx.cache[key] = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens, eos_token_id=eos)
+    want, got = ctx.cache[key], lm.greedy(student, p_ids, max_new_tokens=new_tokens, eos_token_id=eos)
+    ended = (want == eos).long() if eos is not None else torch.zeros_like(want)
+    valid = (ended.cumsum(1) - ended) == 0  # up to and including the teacher's EOS
+    return float((want == got)[valid].float().mean())
 
 
 def export(ctx, state, stage_dir) -> dict:
