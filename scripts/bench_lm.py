@@ -4,9 +4,9 @@
     python scripts/bench_lm.py --teacher-dir runs/lm-teacher --data PATH/sst2.npz [--limit-train 20000]
                                [--epochs 3] [--layers 2] [--out runs/bench-lm]
 
-Runs the built-in `lm-seqkd` recipe twice on the same teacher and data: the student learning the teacher's
-greedy continuations with cross-entropy only (Kim & Rush's sequence-level KD) and with the word-level term from
-the teacher's cached top-32 logits added. Reports held-out perplexity and next-token accuracy, the share of
+Runs the built-in `lm-seqkd` recipe on the same teacher and data three ways: the student learning the teacher's
+greedy continuations with cross-entropy only (Kim & Rush's sequence-level KD), with the word-level term from
+the teacher's cached top-32 logits added, and with it from the live teacher (full distributions). Reports held-out perplexity and next-token accuracy, the share of
 greedy tokens decoded as the teacher does, ms per generated token of the ONNX files (KV cache, batch 1) and the
 student as the teacher's draft in speculative decoding. Prints a table, writes results.json under --out."""
 
@@ -23,6 +23,7 @@ from edgedistill.targets import load_target
 VARIANTS = {  # name: (run directory, --set)
     "seq-KD (CE on teacher sequences)": ("ce", ["stages.distill.kd_weight=0.0"]),
     "seq-KD + word-level top-32": ("ce-topk", []),
+    "seq-KD + word-level (live teacher)": ("ce-live", ["stages.distill.sequence.logits_topk=null"]),
 }
 
 
