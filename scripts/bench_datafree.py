@@ -68,7 +68,7 @@ def main() -> None:
     base.append(f"teacher.checkpoint={Path(teacher).resolve()}")
     runs = {
         "data-based KD": ["stages.distill.data_free.enabled=false", f"stages.distill.epochs={args.kd_epochs}"],
-        "data-free": [f"stages.distill.epochs={args.df_epochs}", f"stages.distill.data_free.iterations={args.iterations}",
+        "data-free": ["stages.distill.data_free.enabled=true", f"stages.distill.epochs={args.df_epochs}", f"stages.distill.data_free.iterations={args.iterations}",
                       f"stages.distill.data_free.batch_size={args.batch_size}", f"stages.distill.data_free.width={args.width}"],
     }
     for name, sets in runs.items():
