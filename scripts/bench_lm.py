@@ -22,8 +22,8 @@ from edgedistill.targets import load_target
 
 VARIANTS = {  # name: (run directory, --set)
     "seq-KD (CE on teacher sequences)": ("ce", ["stages.distill.kd_weight=0.0"]),
-    "seq-KD + word-level top-32": ("ce-topk", []),
-    "seq-KD + word-level (live teacher)": ("ce-live", ["stages.distill.sequence.logits_topk=null"]),
+    "seq-KD + word-level top-32": ("ce-topk", ["stages.distill.sequence.logits_topk=32"]),
+    "seq-KD + word-level (live teacher)": ("ce-live", []),
 }
 
 
