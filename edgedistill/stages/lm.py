@@ -125,7 +125,8 @@ def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 
 
 def export(ctx, state, stage_dir) -> dict:
     """teacher.onnx-kv/ and student.onnx-kv/: optimum directories with a KV cache (student with its dynamic
-    int8 twin), each checked by greedy decoding on a bare ONNX Runtime session against torch."""
+    int8 twin), each checked against torch on a bare ONNX Runtime session: fp32 by greedy decoding, int8 by
+    teacher-forced next tokens."""
     cfg = ctx.recipe.stages.export
     tokenizer = lm.load_tokenizer(ctx.recipe.teacher.path)
     p_ids, _ = _prompts(ctx, ctx.data.x_test.cpu(), ctx.data.y_test.cpu(), 16)
