@@ -91,7 +91,7 @@ def distill(ctx, state, stage_dir) -> dict:
         ctx.log(f"    teacher continues {len(p_ids):,} prompts")
         sequences = seqkd.teacher_sequences(teacher, p_ids, p_mask, seq.max_new_tokens, do_sample=seq.sample,
                                             top_k=seq.top_k, num_beams=seq.num_beams, seed=ctx.recipe.seed,
-                                            logits_topk=seq.logits_topk)
+                                            logits_topk=seq.logits_topk if cfg.kd_weight else None)
         io.save_torch(path, sequences)
     task = seqkd.SeqKDTask(teacher, sequences, cfg.temperature, cfg.kd_weight, cfg.ce_weight,
                            include_prompt=seq.include_prompt)
