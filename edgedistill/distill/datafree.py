@@ -59,10 +59,13 @@ class BNStatistics:
 
     def __init__(self, teacher: nn.Module):
         self.terms: list[torch.Tensor] = []
+        self.enabled = True  # off while the teacher only labels the student's batches
         self._hooks = [m.register_forward_hook(self._hook) for m in teacher.modules()
                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
     def _hook(self, module, inputs, output) -> None:
+        if not self.enabled:
+            return
         x = inputs[0].float()
         dims = [0, *range(2, x.dim())]
         mean, var = x.mean(dims), x.var(dims, unbiased=False)
@@ -97,13 +100,6 @@ def _entropy_term(teacher_logits: torch.Tensor) -> torch.Tensor:
     return (p * torch.log(p + 1e-8)).sum() + math.log(p.numel())
 
 
-def _rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, checkpoint: Path,
           device: torch.device, evaluate: Callable[[nn.Module], float], progress=None,
           on_epoch: Callable[[dict], None] | None = None, stage: str = "distill") -> list[dict]:
@@ -111,7 +107,7 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
     per epoch the held-out accuracy (`evaluate`) and a checkpoint of both models, both optimizers, schedules, RNG
     and history, written atomically: a killed run resumes after its last finished epoch."""
     from edgedistill.errors import RefusedError
-    from edgedistill.training import _lr_factor, _optimizer
+    from edgedistill.training import _lr_factor, _optimizer, _rng_state, _set_rng_state
 
     df = cfg.data_free
     teacher.eval()
@@ -131,9 +127,7 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
         for obj, key in ((opt_s, "optimizer"), (opt_g, "generator_optimizer"), (sched_s, "scheduler"),
                          (sched_g, "generator_scheduler")):
             obj.load_state_dict(state[key])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        _set_rng_state(state["rng"])
         history = list(state["history"])
     bf16 = device.type == "cuda"
     if progress:
@@ -175,6 +169,12 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
     return history
 
 
+def _trainable(optimizer, flag: bool) -> None:
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.requires_grad_(flag)
+
+
 def _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16) -> dict[str, torch.Tensor]:
     df = cfg.data_free
 
@@ -182,12 +182,13 @@ def _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16) -> 
         return torch.randn(df.batch_size, generator.z_dim, device=device)
 
     # Generator step: the student is the fixed adversary (eval mode: its BatchNorm statistics are not updated
-    # by images it is not learning from).
+    # by images it is not learning from; no weight gradients: only the generator learns here).
     generator.train()
     student.eval()
+    _trainable(opt_s, False)
+    bn.enabled = True
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         x = generator(z())
-        bn.take(device)
         t = teacher(x)
         bn_term = bn.take(device)
         s = student(x)
@@ -201,12 +202,13 @@ def _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16) -> 
     opt_g.step()
     # Student steps on fresh samples from the updated generator.
     student.train()
+    _trainable(opt_s, True)
+    bn.enabled = False
     kd = torch.zeros((), device=device)
     for _ in range(df.student_steps):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             x = generator(z())
             t = teacher(x)
-            bn.take(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             s = student(x)
         loss_s = student_loss(df.student_loss, s, t, cfg.temperature)

@@ -20,21 +20,32 @@ FP32_FILE, INT8_FILE = "model.onnx", "model_quantized.onnx"
 
 def export(module, tokenizer_dir: Path, path: Path, opset: int) -> None:
     """Save `module` (a TextClassifier) with the teacher's tokenizer and export the directory atomically."""
+    from edgedistill.models.hf import load_tokenizer
+
+    export_directory(module.hf, load_tokenizer(tokenizer_dir), path, "text-classification", opset)
+
+
+def export_directory(model, tokenizer, path: Path, task: str, opset: int, int8: bool = True,
+                     check=None) -> None:
+    """A Hugging Face model and its tokenizer through optimum's exporter for `task`, atomically: model.onnx
+    and, with int8, its dynamic-int8 twin. `check(directory)` may refuse the export before it is kept."""
     from optimum.exporters.onnx import main_export
 
     from edgedistill import quantize
-    from edgedistill.models.hf import load_tokenizer
 
     logging.getLogger("optimum").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         saved = Path(tmp) / "model"
-        module.hf.save_pretrained(saved)
-        load_tokenizer(tokenizer_dir).save_pretrained(saved)
+        model.save_pretrained(saved)
+        tokenizer.save_pretrained(saved)
         try:
             with contextlib.redirect_stdout(_io.StringIO()):
-                main_export(str(saved), output=str(out), task="text-classification", opset=opset, device="cpu",
+                main_export(str(saved), output=str(out), task=task, opset=opset, device="cpu",
                             do_validation=False, local_files_only=True)
         except Exception as e:
             raise RefusedError(f"export {path.name}: optimum's ONNX exporter failed: {exporter_failure(e)}") from None
-        quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)
+        if check is not None:
+            check(out)
+        if int8:
+            quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)

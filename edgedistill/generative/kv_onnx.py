@@ -8,51 +8,30 @@ checks and timings here measure what ships rather than optimum's wrapper."""
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
-import logging
 import statistics
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from edgedistill.errors import RefusedError
-from edgedistill.exporters.onnx import exporter_failure
-from edgedistill.io import atomic_path
-
-FP32_FILE, INT8_FILE = "model.onnx", "model_quantized.onnx"
+from edgedistill.exporters.hf_onnx import FP32_FILE, INT8_FILE  # noqa: F401 (INT8_FILE: for callers)
 PAST, PRESENT = "past_key_values.", "present."
 
 
 def export(model, tokenizer, out_dir: Path, opset: int = 18, int8: bool = True) -> Path:
     """Export `model` (a *ForCausalLM) with its tokenizer through optimum's text-generation-with-past task,
     atomically; with int8 also write the dynamic-int8 twin. Returns the directory."""
-    from optimum.exporters.onnx import main_export
-
-    from edgedistill import quantize
+    from edgedistill.exporters.hf_onnx import export_directory
 
     out_dir = Path(out_dir)
-    logging.getLogger("optimum").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(out_dir) as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved = Path(tmp) / "model"
-        model.save_pretrained(saved)
-        tokenizer.save_pretrained(saved)
-        try:
-            with contextlib.redirect_stdout(_io.StringIO()):
-                main_export(str(saved), output=str(out), task="text-generation-with-past", opset=opset,
-                            device="cpu", do_validation=False, local_files_only=True)
-        except Exception as e:
-            raise RefusedError(f"export {out_dir.name}: optimum's ONNX exporter failed: "
-                               f"{exporter_failure(e)}") from None
+
+    def has_cache(out: Path) -> None:
         if not any(i.name.startswith(PAST) for i in _session(out / FP32_FILE).get_inputs()):
             raise RefusedError(f"export {out_dir.name}: the exported model has no KV-cache inputs ({PAST}*)")
-        if int8:
-            quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)
+
+    export_directory(model, tokenizer, out_dir, "text-generation-with-past", opset, int8=int8, check=has_cache)
     return out_dir
 
 

@@ -53,8 +53,9 @@ def count_macs_params(module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
 
     if spec.is_lm:  # per generated token: every weight matrix once (the attention over the cache aside)
         params = sum(p.numel() for p in module.parameters())
-        return sum(m.weight.numel() for m in module.modules() if hasattr(m, "weight") and getattr(m.weight, "dim", lambda: 0)() == 2
-                   and not isinstance(m, nn.Embedding)), params
+        matrices = (m.weight for m in module.modules()
+                    if isinstance(getattr(m, "weight", None), torch.Tensor) and not isinstance(m, nn.Embedding))
+        return sum(w.numel() for w in matrices if w.dim() == 2), params
     if spec.is_text:
         from edgedistill.models.hf import transformer_macs
 

@@ -79,11 +79,12 @@ def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
     kind = latency.label(ctx.target)
+    record = {"name": "bench", "threads": threads, "latency_kind": kind,
+              "host_stands_in_for_target": ctx.target.runs_on_host()}
     if ctx.data.spec.is_lm:
         from edgedistill.stages import lm
 
-        state.records["bench"] = {"name": "bench", "threads": threads, "latency_kind": kind,
-                                  "host_stands_in_for_target": ctx.target.runs_on_host(), **lm.bench(ctx, state, threads, kind)}
+        state.records["bench"] = {**record, **lm.bench(ctx, state, threads, kind)}
         return state
     x_test = ctx.data.x_test.cpu().numpy()
     y_test = ctx.data.y_test.cpu().numpy()
@@ -120,8 +121,7 @@ def run(ctx, state, stage_dir):
                 entry["estimate"] = estimate(ctx.out / source, ctx.target,
                                              precision=_precision(art, ctx.target))
         results.append(entry)
-    state.records["bench"] = {"name": "bench", "threads": threads, "latency_kind": kind,
-                              "host_stands_in_for_target": ctx.target.runs_on_host(), "artifacts": results}
+    state.records["bench"] = {**record, "artifacts": results}
     return state
 
 

@@ -57,16 +57,13 @@ def _data_free(ctx, state, cfg, stage_dir) -> dict:
 
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.distill
-    if ctx.data.spec.is_lm:
-        from edgedistill.stages import lm
+    if ctx.data.spec.is_lm or cfg.data_free.enabled:  # one student, trained its own way
+        if ctx.data.spec.is_lm:
+            from edgedistill.stages import lm
 
-        info = lm.distill(ctx, state, stage_dir)
-        save_weights(state.student, stage_dir)
-        state.records["distill"] = {"name": "distill", **evaluate(state.student, ctx, state), "temperature": cfg.temperature,
-                                    "kd_weight": cfg.kd_weight, "ce_weight": cfg.ce_weight, **info}
-        return state
-    if cfg.data_free.enabled:
-        info = _data_free(ctx, state, cfg, stage_dir)
+            info = {"kd_weight": cfg.kd_weight, "ce_weight": cfg.ce_weight, **lm.distill(ctx, state, stage_dir)}
+        else:
+            info = _data_free(ctx, state, cfg, stage_dir)
         save_weights(state.student, stage_dir)
         state.records["distill"] = {"name": "distill", **evaluate(state.student, ctx, state),
                                     "temperature": cfg.temperature, **info}

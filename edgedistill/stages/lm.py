@@ -108,12 +108,17 @@ def distill(ctx, state, stage_dir) -> dict:
     return {"history": history, "sequence_kd": info}
 
 
+def _eos(model) -> int | None:
+    """The model's (first) end-of-sequence id, from its generation config (set from the tokenizer at load)."""
+    eos = model.generation_config.eos_token_id
+    return eos[0] if isinstance(eos, (list, tuple)) else eos
+
+
 def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 16) -> float:
     """Share of the teacher's greedy tokens on held-out prompts (up to its EOS) that the student, decoding
     greedily on its own, produces at the same position."""
     p_ids, _ = _prompts(ctx, ctx.data.x_test, ctx.data.y_test, n)
-    eos = teacher.generation_config.eos_token_id
-    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    eos = _eos(teacher)
     key = ("teacher_greedy", id(teacher))
     if key not in ctx.cache:
         ctx.cache[key] = lm.greedy(teacher, p_ids, max_new_tokens=new_tokens, eos_token_id=eos)
@@ -199,9 +204,8 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
         ctx.log(f"    {art['role']:<7} {art['kind']:<9} next-token acc {acc:.4f}  {ms:.3f} ms/token ({kind}, "
                 f"{threads} thr)  {art['size_bytes']:,} B")
     teacher, student = (copy.deepcopy(h.module).cpu().eval() for h in (state.teacher, state.student))
-    eos = lm.load_tokenizer(ctx.recipe.teacher.path).eos_token_id
     spec = speculative.measure(teacher, student, list(p_ids), new, k=cfg.speculative_k, threads=threads,
-                               eos_token_id=eos)
+                               eos_token_id=_eos(state.teacher.module))
     ctx.log(f"    speculative decoding (student drafts {cfg.speculative_k}): acceptance {spec['acceptance_rate']:.2f}, "
             f"{spec['tokens_per_target_call']:.2f} tokens per teacher pass, {spec['speedup']:.2f}x vs the teacher alone "
             f"(torch, {threads} thr)")
