@@ -33,13 +33,25 @@ class Normalization(Strict):
 class Augment(Strict):
     """Random augmentation, done on the training device per batch (a CPU loader cannot feed a GPU)."""
 
-    crop_padding: int = Field(0, ge=0, description="random crop after zero-padding each side by this many pixels")
+    crop_padding: int = Field(0, ge=0, description="random crop after padding each side by this many pixels")
     flip: bool = Field(False, description="random horizontal flip")
     cutout: int = Field(0, ge=0, description="side of a random square set to the mean (0: off)")
+    rotate: float = Field(0.0, ge=0, le=180, description="random rotation of up to this many degrees either way")
+    scale: float = Field(0.0, ge=0, lt=1, description="random zoom by a factor in [1 - scale, 1 + scale]")
+    elastic_alpha: float = Field(0.0, ge=0, description="elastic distortion strength in pixels (Simard et al. "
+                                                        "2003; 34 for 28x28 digits; 0: off)")
+    elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic field, in pixels")
+    fill: Literal["mean", "edge"] = Field(
+        "mean", description="what moves in from outside the image: the mean colour, or the nearest edge pixel "
+                            "(right for digits and scans on a plain background)")
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.cutout)
+        return bool(self.crop_padding or self.flip or self.cutout or self.warps)
+
+    @property
+    def warps(self) -> bool:
+        return bool(self.rotate or self.scale or self.elastic_alpha)
 
 
 class DataConfig(Strict):

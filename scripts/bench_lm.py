@@ -48,7 +48,7 @@ def main() -> None:
         r = state.records
         lat = {f"{a['role']} {a['kind']}": b["latency_ms"]["p50"]
                for a, b in zip(r["export"]["artifacts"], r["bench"]["artifacts"])}
-        spec = r["bench"]["speculative"]
+        spec, spec_ort = r["bench"]["speculative"], r["bench"]["speculative_onnx"]
         rows[name] = {
             "teacher": {k: r["teacher"][k] for k in ("accuracy", "perplexity", "params")},
             "student": {k: r["distill"][k] for k in ("accuracy", "perplexity", "params", "agreement_with_teacher",
@@ -58,13 +58,15 @@ def main() -> None:
             "onnx_accuracy": {f"{a['role']} {a['kind']}": b["accuracy"]
                               for a, b in zip(r["export"]["artifacts"], r["bench"]["artifacts"])},
             "size_bytes": {f"{a['role']} {a['kind']}": a["size_bytes"] for a in r["export"]["artifacts"]},
-            "speculative": spec, "wall_s": {k: v.get("wall_s") for k, v in r.items()},
+            "speculative": spec, "speculative_onnx": spec_ort, "wall_s": {k: v.get("wall_s") for k, v in r.items()},
         }
         s = rows[name]["student"]
         print(f"{name}: ppl {s['perplexity']:.1f} (teacher {r['teacher']['perplexity']:.1f}, before "
               f"{r['student']['perplexity']:.1f}), next-token {100 * s['accuracy']:.2f}%, greedy agreement "
               f"{100 * s['generation_agreement']:.1f}%, ms/token {lat}, speculative acceptance "
-              f"{spec['acceptance_rate']:.2f} speed-up {spec['speedup']:.2f}x", flush=True)
+              f"{spec['acceptance_rate']:.2f} speed-up {spec['speedup']:.2f}x (torch), acceptance "
+              f"{spec_ort['acceptance_rate']:.2f} speed-up {spec_ort['speedup']:.2f}x (ORT: teacher fp32, student "
+              f"int8 drafting)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "rows": rows}, indent=1))

@@ -77,3 +77,33 @@ def test_augmentation_is_seeded_and_shape_preserving():
     for out, src in zip(crop_only, x):  # each output is a shifted window of the zero-padded input
         padded = torch.nn.functional.pad(src, (1, 1, 1, 1))
         assert any(torch.equal(out, padded[:, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
+
+
+def test_edge_fill_keeps_a_plain_background_plain():
+    background = torch.full((8, 1, 28, 28), -0.42)  # MNIST's black in normalized units
+    warps = dict(crop_padding=2, rotate=30, scale=0.2, elastic_alpha=34)
+    edge = augment(background, Augment(**warps, fill="edge"), torch.Generator().manual_seed(0))
+    assert torch.allclose(edge, background, atol=1e-5)
+    mean = augment(background, Augment(**warps), torch.Generator().manual_seed(0))
+    assert (mean.abs() < 1e-6).any()  # the default fills with the mean, zero: a grey frame on digits
+
+
+def test_rotation_stays_within_its_limit_and_varies():
+    ys, xs = torch.meshgrid(torch.arange(32.0) - 15.5, torch.arange(32.0) - 15.5, indexing="ij")
+    bar = ((ys.abs() < 2) & (xs.abs() < 12)).float().expand(64, 1, 32, 32)  # horizontal, centred
+    out = augment(bar, Augment(rotate=20), torch.Generator().manual_seed(0))[:, 0]
+    m = out.sum((1, 2))
+    cxx, cyy, cxy = ((out * xs * xs).sum((1, 2)) / m, (out * ys * ys).sum((1, 2)) / m,
+                     (out * xs * ys).sum((1, 2)) / m)
+    angle = torch.rad2deg(0.5 * torch.atan2(2 * cxy, cxx - cyy))  # the bar's orientation, from its moments
+    assert angle.abs().max() <= 20.5 and angle.max() - angle.min() > 20
+
+
+def test_elastic_distortion_moves_pixels_by_a_smooth_field_of_the_given_strength():
+    ramp = torch.arange(28.0).expand(16, 1, 28, 28).contiguous()  # value = column, so out - in = shift in x
+    still = augment(ramp, Augment(rotate=1e-9, fill="edge"), torch.Generator().manual_seed(0))
+    assert torch.allclose(still, ramp, atol=1e-3)
+    shift = augment(ramp, Augment(elastic_alpha=34, fill="edge"), torch.Generator().manual_seed(0)) - ramp
+    inner = shift[:, 0, 6:-6, 6:-6]  # away from the clamped border
+    assert 0.2 < inner.abs().mean() < 5  # Simard's alpha 34, sigma 4: about a pixel
+    assert (inner[:, :, 1:] - inner[:, :, :-1]).abs().max() < 1.0  # neighbours move together: smooth, not noise

@@ -393,6 +393,27 @@ def test_speculative_decoding_is_the_targets_greedy_decoding(teacher):
         speculative.speculative_greedy(model, draft, torch.ones(2, 3, dtype=torch.long), 4)
 
 
+def test_speculative_decoding_on_onnx_runtime_sessions(teacher, exported):
+    """The exported target verifies k drafted tokens in one pass over its fed-back cache, and the cache is
+    cropped as arrays: the output is still the target's greedy decoding, whichever runtime drafts."""
+    model, tokenizer = teacher
+    target, int8_draft = kv_onnx.OrtGreedy(exported / kv_onnx.FP32_FILE), kv_onnx.OrtGreedy(exported / kv_onnx.INT8_FILE)
+    torch.manual_seed(2)
+    random_draft = lm.build_student(model, num_layers=1, hidden_size=16, heads=2)
+    for text in (_text(1, 2), _text(5, 6, 7, 8)):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        want = torch.cat([ids, lm.greedy(model, ids, max_new_tokens=16)], 1)
+        assert torch.equal(speculative.greedy_cached(target, ids, 16), want)
+        for draft in (int8_draft, random_draft):
+            got, stats = speculative.speculative_greedy(target, draft, ids, 16, k=4)
+            assert torch.equal(got, want) and stats["tokens"] == 16
+        assert stats["acceptance_rate"] < 1.0  # the random draft was corrected, and the output did not change
+    _, same = speculative.speculative_greedy(target, target, ids, 16, k=3)
+    assert same["acceptance_rate"] == 1.0 and same["target_calls"] == 4
+    result = speculative.measure(target, int8_draft, [ids], max_new_tokens=8, k=2)
+    assert result["identical"] and result["tokens_per_target_call"] > 1
+
+
 def test_measure_compares_like_with_like(teacher):
     model, tokenizer = teacher
     prompts = [tokenizer(t)["input_ids"] for t in (_text(1, 2), _text(9, 10, 11))]
@@ -460,7 +481,7 @@ def test_lm_recipe_distills_on_teacher_sequences_and_skips_what_does_not_apply(l
     assert (out / "03-distill" / "sequences.pt").exists()
     report = json.loads((out / "report.json").read_text())
     assert any(n.startswith("causal language model:") for n in report["notes"])
-    assert any(n.startswith("speculative decoding:") for n in report["notes"])
+    assert any(n.startswith("speculative decoding") and "ONNX Runtime" in n for n in report["notes"])
 
 
 def test_lm_recipe_exports_kv_cache_onnx_that_decodes_as_torch_and_benches_speculation(lm_run):
@@ -473,9 +494,10 @@ def test_lm_recipe_exports_kv_cache_onnx_that_decodes_as_torch_and_benches_specu
     student_fp32 = bench[arts[1]["path"]]
     assert student_fp32["accuracy"] == pytest.approx(state.records["distill"]["accuracy"], abs=0.01)
     assert all(b["latency_ms"]["p50"] > 0 for b in bench.values())
-    spec = state.records["bench"]["speculative"]
-    assert spec["identical"] and 0 <= spec["acceptance_rate"] <= 1 and spec["prompts"] == 4
-    assert 1 <= spec["tokens_per_target_call"] <= 5  # k = 4 drafted, plus the teacher's own
+    for key in ("speculative", "speculative_onnx"):  # torch eager, and the exported files on ORT
+        spec = state.records["bench"][key]
+        assert spec["identical"] and 0 <= spec["acceptance_rate"] <= 1 and spec["prompts"] == 4
+        assert 1 <= spec["tokens_per_target_call"] <= 5  # k = 4 drafted, plus the teacher's own
 
 
 def test_lm_run_resumes_with_the_teacher_sequences_kept(lm_run):

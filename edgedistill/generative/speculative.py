@@ -3,93 +3,123 @@
 Each round the draft proposes k tokens greedily, the target scores all of them in one forward pass, and the
 longest prefix on which the target's own argmax agrees is kept, plus the target's token after it (its
 correction, or a bonus token when all k agree). The output is therefore the target's greedy decoding token
-for token; what the draft buys is fewer sequential target passes. Both models keep a transformers
-DynamicCache, cropped back to the accepted tokens after each round.
+for token; what the draft buys is fewer sequential target passes.
 
-Invariant: both caches hold every token of the sequence but the last (`pending`), which the next forward
-pass feeds first."""
+Target and draft are each a torch model (a transformers DynamicCache) or a kv_onnx.OrtGreedy (an exported
+model on an ONNX Runtime session, the cache fed back by hand as an app does). Either cache is cropped back to
+the accepted tokens after each round. Invariant: both caches hold every token of the sequence but the last
+(`pending`), which the next forward pass feeds first."""
 
 from __future__ import annotations
 
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
-
-def _forward(model: nn.Module, ids: torch.Tensor, cache) -> torch.Tensor:
-    """Logits (S, V) for the new tokens `ids` (1, S) after the cached ones."""
-    start = cache.get_seq_length()
-    cache_position = torch.arange(start, start + ids.shape[1], device=ids.device)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, cache_position=cache_position,
-                position_ids=cache_position[None])
-    return out.logits[0]
+from edgedistill.generative.kv_onnx import OrtGreedy
 
 
-def _cache(model: nn.Module):
-    from transformers import DynamicCache
+class _TorchDecoder:
+    """A torch causal LM with its DynamicCache: the argmax after each fed token, and crop."""
 
-    return DynamicCache(config=model.config)
+    def __init__(self, model: nn.Module):
+        from transformers import DynamicCache
+
+        self.model = model.eval()
+        self.cache = DynamicCache(config=model.config)
+
+    def __len__(self) -> int:
+        return self.cache.get_seq_length()
+
+    @torch.no_grad()
+    def __call__(self, ids: list[int]) -> list[int]:
+        start = len(self)
+        position = torch.arange(start, start + len(ids))
+        out = self.model(input_ids=torch.tensor([ids]), past_key_values=self.cache, use_cache=True,
+                         cache_position=position, position_ids=position[None])
+        return out.logits[0].argmax(-1).tolist()
+
+    def crop(self, n: int) -> None:
+        self.cache.crop(n)
 
 
-def _check(input_ids: torch.Tensor) -> None:
-    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
-        raise ValueError(f"input_ids must be (1, P) (batch size 1), got {tuple(input_ids.shape)}")
+class _OrtDecoder:
+    """The same over an exported model.onnx: the cache is the present.* arrays, cropped on the sequence axis."""
+
+    def __init__(self, runner: OrtGreedy):
+        self.runner, self.past, self.n = runner, runner.empty_cache(1), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __call__(self, ids: list[int]) -> list[int]:
+        self.n += len(ids)
+        logits, self.past = self.runner.step(np.asarray([ids], np.int64), np.ones((1, self.n), np.int64), self.past)
+        return logits[0].argmax(-1).tolist()
+
+    def crop(self, n: int) -> None:
+        self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
+        self.n = n
 
 
-@torch.no_grad()
-def greedy_cached(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
-                  eos_token_id: int | None = None) -> torch.Tensor:
-    """Plain greedy decoding with a DynamicCache, one target pass per token (the baseline speculative decoding
-    is timed against: the same loop style, without generate's per-step overhead). Returns (1, P + n)."""
-    _check(input_ids)
-    model.eval()
-    cache = _cache(model)
-    seq = input_ids[0].tolist()
-    logits = _forward(model, input_ids, cache)
-    for _ in range(max_new_tokens):
-        token = int(logits[-1].argmax())
+def _decoder(model):
+    return _OrtDecoder(model) if isinstance(model, OrtGreedy) else _TorchDecoder(model)
+
+
+def _prompt(input_ids) -> list[int]:
+    ids = torch.as_tensor(input_ids)
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"input_ids must be (1, P) (batch size 1), got {tuple(ids.shape)}")
+    return ids[0].tolist()
+
+
+def greedy_cached(model, input_ids, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
+    """Plain greedy decoding with the KV cache, one target pass per token (the baseline speculative decoding is
+    timed against: the same loop, without generate's per-step overhead). `model`: a torch causal LM or an
+    OrtGreedy. Returns (1, P + n)."""
+    seq = _prompt(input_ids)
+    if max_new_tokens < 1:
+        return torch.tensor([seq])
+    lm, prompt_len = _decoder(model), len(seq)
+    token = lm(seq)[-1]
+    while True:
         seq.append(token)
-        if token == eos_token_id or len(seq) - input_ids.shape[1] == max_new_tokens:
-            break
-        logits = _forward(model, input_ids.new_tensor([[token]]), cache)
-    return input_ids.new_tensor([seq])
+        if token == eos_token_id or len(seq) - prompt_len == max_new_tokens:
+            return torch.tensor([seq])
+        token = lm([token])[-1]
 
 
-@torch.no_grad()
-def speculative_greedy(target: nn.Module, draft: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
-                       k: int = 4, eos_token_id: int | None = None) -> tuple[torch.Tensor, dict]:
+def speculative_greedy(target, draft, input_ids, max_new_tokens: int, k: int = 4,
+                       eos_token_id: int | None = None) -> tuple[torch.Tensor, dict]:
     """The target's greedy continuation of `input_ids` (1, P), computed with `draft` proposing k tokens per
-    target pass. Stops after max_new_tokens, or after `eos_token_id` when given. Returns (ids (1, P + n),
-    stats: drafted, accepted, acceptance_rate = accepted / drafted, target_calls (verification passes),
-    tokens (new tokens))."""
-    _check(input_ids)
+    target pass; each a torch causal LM or an OrtGreedy. Stops after max_new_tokens, or after `eos_token_id`
+    when given. Returns (ids (1, P + n), stats: drafted, accepted, acceptance_rate = accepted / drafted,
+    target_calls (verification passes), tokens (new tokens))."""
+    seq = _prompt(input_ids)
     if k < 1:
         raise ValueError("k must be at least 1")
-    target.eval()
-    draft.eval()
-    t_cache, d_cache = _cache(target), _cache(draft)
-    seq = input_ids[0].tolist()
+    t_lm, d_lm = _decoder(target), _decoder(draft)
     prompt_len = len(seq)
     if prompt_len > 1:
-        context = input_ids[:, :-1]
-        _forward(target, context, t_cache)
-        _forward(draft, context, d_cache)
+        t_lm(seq[:-1])
+        d_lm(seq[:-1])
     drafted = accepted = calls = 0
     while len(seq) - prompt_len < max_new_tokens and not (eos_token_id is not None and len(seq) > prompt_len
                                                             and seq[-1] == eos_token_id):
         n_draft = min(k, max_new_tokens - (len(seq) - prompt_len) - 1)
         proposal: list[int] = []
         if n_draft:
-            feed = seq[d_cache.get_seq_length():]  # the pending token, plus one left over after a full accept
+            feed = seq[len(d_lm):]  # the pending token, plus one left over after a full accept
             for _ in range(n_draft):
-                token = int(_forward(draft, input_ids.new_tensor([feed]), d_cache)[-1].argmax())
+                token = d_lm(feed)[-1]
                 proposal.append(token)
                 feed = [token]
                 if token == eos_token_id:
                     break
-        scored = _forward(target, input_ids.new_tensor([[seq[-1], *proposal]]), t_cache).argmax(-1).tolist()
+        scored = t_lm([seq[-1], *proposal])
         calls += 1
         n = 0
         while n < len(proposal) and proposal[n] == scored[n]:
@@ -100,19 +130,21 @@ def speculative_greedy(target: nn.Module, draft: nn.Module, input_ids: torch.Ten
         drafted, accepted = drafted + len(proposal), accepted + n
         seq.extend(kept)
         # The caches may hold only tokens the sequence kept, all but the new pending one.
-        t_cache.crop(len(seq) - 1)
-        if d_cache.get_seq_length() > len(seq) - 1:
-            d_cache.crop(len(seq) - 1)
+        t_lm.crop(len(seq) - 1)
+        if len(d_lm) > len(seq) - 1:
+            d_lm.crop(len(seq) - 1)
     stats = {"drafted": drafted, "accepted": accepted, "acceptance_rate": accepted / drafted if drafted else 0.0,
              "target_calls": calls, "tokens": len(seq) - prompt_len}
-    return input_ids.new_tensor([seq]), stats
+    return torch.tensor([seq]), stats
 
 
-def measure(target: nn.Module, draft: nn.Module, prompts, max_new_tokens: int, k: int = 4,
-            threads: int | None = None, eos_token_id: int | None = None) -> dict:
+def measure(target, draft, prompts, max_new_tokens: int, k: int = 4, threads: int | None = None,
+            eos_token_id: int | None = None) -> dict:
     """Wall time of target-alone greedy decoding (greedy_cached) vs speculative decoding over `prompts`
-    (each a (1, P) tensor or a list of token ids), after one warm-up of each. Returns both times, the
-    speed-up, mean acceptance rate, mean tokens per target pass and whether every output matched."""
+    (each a (1, P) tensor or a list of token ids), after one warm-up of each. Target and draft: torch causal
+    LMs or OrtGreedy runners (whose sessions carry their own thread count; `threads` sets torch's). Returns
+    both times, the speed-up, mean acceptance rate, mean tokens per target pass and whether every output
+    matched."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

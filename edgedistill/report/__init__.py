@@ -108,7 +108,7 @@ def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
 
 def _lm_notes(results: dict[str, dict]) -> list[str]:
     """A language model's figures read differently: say how, and what speculative decoding measured."""
-    distill, spec = results.get("distill", {}), results.get("bench", {}).get("speculative")
+    distill, bench = results.get("distill", {}), results.get("bench", {})
     if "sequence_kd" not in distill:
         return []
     seq, start = distill["sequence_kd"], results.get("student", {}).get("generation_agreement")
@@ -118,12 +118,18 @@ def _lm_notes(results: dict[str, dict]) -> list[str]:
              f"token with the KV cache, batch 1. The student learned {seq['sequences']:,} {seq['decoding']} teacher "
              f"continuations (sequence-level KD) and decodes {100 * distill['generation_agreement']:.1f}% of held-out "
              f"greedy tokens as the teacher does{before}."]
-    if spec:
-        notes.append(f"speculative decoding: the student drafting {spec['k']} tokens per teacher pass had "
-                     f"{100 * spec['acceptance_rate']:.0f}% of its tokens accepted ({spec['tokens_per_target_call']:.2f} "
-                     f"tokens per teacher pass) and decoded {spec['speedup']:.2f}x as fast as the teacher alone "
-                     f"({spec['prompts']} held-out prompts, torch on this CPU, {spec['threads']} threads; outputs "
-                     f"{'identical' if spec['identical'] else 'NOT identical'} to the teacher's).")
+    runs = [(spec, where) for spec, where in ((bench.get("speculative"), "torch eager"),
+                                              (bench.get("speculative_onnx"), "ONNX Runtime on the exported files"))
+            if spec]
+    if runs:
+        first = runs[0][0]
+        notes.append(f"speculative decoding, the student drafting {first['k']} tokens per teacher pass "
+                     f"({first['prompts']} held-out prompts, this CPU, {first['threads']} threads): "
+                     + "; ".join(f"{where}: {100 * s['acceptance_rate']:.0f}% of drafted tokens accepted, "
+                                 f"{s['tokens_per_target_call']:.2f} tokens per teacher pass, {s['speedup']:.2f}x the "
+                                 f"teacher alone's speed" for s, where in runs)
+                     + ". Outputs " + ("identical" if all(s["identical"] for s, _ in runs) else "NOT identical")
+                     + " to the teacher's greedy decoding.")
     return notes
 
 

@@ -203,10 +203,17 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
                                        "runtime": "onnxruntime-cpu", "per": "generated token (KV cache)"}})
         ctx.log(f"    {art['role']:<7} {art['kind']:<9} next-token acc {acc:.4f}  {ms:.3f} ms/token ({kind}, "
                 f"{threads} thr)  {art['size_bytes']:,} B")
-    teacher, student = (copy.deepcopy(h.module).cpu().eval() for h in (state.teacher, state.student))
-    spec = speculative.measure(teacher, student, list(p_ids), new, k=cfg.speculative_k, threads=threads,
-                               eos_token_id=_eos(state.teacher.module))
-    ctx.log(f"    speculative decoding (student drafts {cfg.speculative_k}): acceptance {spec['acceptance_rate']:.2f}, "
-            f"{spec['tokens_per_target_call']:.2f} tokens per teacher pass, {spec['speedup']:.2f}x vs the teacher alone "
-            f"(torch, {threads} thr)")
-    return {"artifacts": results, "speculative": spec}
+    # Speculative decoding twice: torch eager, and the shipped files on ONNX Runtime (the teacher's fp32 file
+    # verifying, the student's smallest file drafting), where per-call overhead is far lower.
+    files = {(a["role"], a["precision"]): kv_onnx.OrtGreedy(ctx.out / a["path"], threads)
+             for a in state.records["export"]["artifacts"]}
+    runtimes = {"torch": tuple(copy.deepcopy(h.module).cpu().eval() for h in (state.teacher, state.student)),
+                "onnxruntime": (files[("teacher", "fp32")], files.get(("student", "int8"), files[("student", "fp32")]))}
+    spec = {}
+    for runtime, (target, draft) in runtimes.items():
+        spec[runtime] = speculative.measure(target, draft, list(p_ids), new, k=cfg.speculative_k, threads=threads,
+                                            eos_token_id=_eos(state.teacher.module))
+        ctx.log(f"    speculative decoding on {runtime} (student drafts {cfg.speculative_k}): acceptance "
+                f"{spec[runtime]['acceptance_rate']:.2f}, {spec[runtime]['tokens_per_target_call']:.2f} tokens per "
+                f"teacher pass, {spec[runtime]['speedup']:.2f}x vs the teacher alone ({threads} thr)")
+    return {"artifacts": results, "speculative": spec["torch"], "speculative_onnx": spec["onnxruntime"]}
