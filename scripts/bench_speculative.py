@@ -6,7 +6,7 @@
 The teacher's fp32 KV-cache model verifies; the student's fp32 and int8 files take turns drafting k tokens per
 teacher pass, on bare onnxruntime sessions fed their caches by hand (edgedistill.generative.speculative).
 Prompts: the first `prompt_tokens` tokens (the run's recipe) of the held-out texts (the npz's x_test), each
-continued for the recipe's max_new_tokens. Every speculative output is checked against the teacher's own greedy
+continued for the recipe's max_new_tokens (or --new-tokens), stopping at EOS unless --no-eos. Every speculative output is checked against the teacher's own greedy
 decoding; timings are wall time over all prompts after one warm-up, the teacher alone timed the same way."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4, 6])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--new-tokens", type=int, default=None, help="default: the recipe's max_new_tokens")
+    ap.add_argument("--no-eos", action="store_true", help="decode every new token instead of stopping at EOS")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-speculative.json"))
     args = ap.parse_args()
     from transformers import AutoTokenizer
@@ -40,21 +42,23 @@ def main() -> None:
         texts = [str(t) for t in z["x_test"]]
     encoded = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
     prompts = [ids[: seq["prompt_tokens"]] for ids in encoded if len(ids) > seq["prompt_tokens"]][: args.prompts]
-    eos = tokenizer.eos_token_id
+    eos = None if args.no_eos else tokenizer.eos_token_id
+    new_tokens = args.new_tokens or seq["max_new_tokens"]
     rows = []
     for threads in args.threads:
         target = kv_onnx.OrtGreedy(export / "teacher.onnx-kv" / kv_onnx.FP32_FILE, threads)
         for precision, name in (("int8", kv_onnx.INT8_FILE), ("fp32", kv_onnx.FP32_FILE)):
             draft = kv_onnx.OrtGreedy(export / "student.onnx-kv" / name, threads)
             for k in args.k:
-                r = speculative.measure(target, draft, prompts, seq["max_new_tokens"], k=k, eos_token_id=eos)
+                r = speculative.measure(target, draft, prompts, new_tokens, k=k, eos_token_id=eos)
                 rows.append({"threads": threads, "draft": precision, **r})
                 print(f"{threads} thr, student {precision} drafts k={k}: acceptance {r['acceptance_rate']:.3f}, "
                       f"{r['tokens_per_target_call']:.2f} tokens/teacher pass, teacher alone "
                       f"{r['target_ms_per_token']:.3f} ms/token, speculative {r['speculative_ms_per_token']:.3f} "
                       f"ms/token, {r['speedup']:.2f}x, identical {r['identical']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"run_dir": str(args.run_dir), "prompts": len(prompts), "rows": rows}, indent=1))
+    args.out.write_text(json.dumps({"run_dir": str(args.run_dir), "prompts": len(prompts), "new_tokens": new_tokens,
+                                    "eos": eos, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def test_builtin_paper_recipes_validate_with_a_data_path(tmp_path):
     mnist = load_recipe("mnist-hinton", [f"data.path={data}"])
     assert (mnist.teacher.channels, mnist.student.channels, mnist.stages.distill.temperature) == ([1200, 1200], [800, 800], 20.0)
     assert mnist.stages.teacher.augment.crop_padding == 2 and mnist.stages.distill.augment is None
+    assert mnist.stages.teacher.augment.elastic_alpha > 0 and mnist.stages.teacher.augment.fill == "edge"
     cifar = load_recipe("cifar10-resnet", [f"data.path={data}"])
     assert (cifar.teacher.arch, cifar.student.arch) == ("resnet56", "resnet20") and cifar.data.augment.flip
     with pytest.raises(UserError, match=r"student: unknown arch 'resnet21'; did you mean 'resnet\d+'\?"):
