@@ -85,7 +85,8 @@ def main() -> None:
     args = ap.parse_args()
     recipe = RECIPES[args.task]
     base = [f"data.path={args.data.resolve()}"]
-    augment = json.dumps(load_recipe(recipe, base).stages.teacher.augment.model_dump())
+    loaded = load_recipe(recipe, base)
+    augment = json.dumps((loaded.stages.teacher.augment or loaded.data.augment).model_dump())
     variants = {k: [f"stages.distill.augment={augment}" if o == TEACHER_AUGMENT else o for o in v]
                 for k, v in VARIANTS[args.task].items() if args.variants is None or k in args.variants}
     if args.epochs:
