@@ -99,6 +99,12 @@ class OrtGreedy:
         return out
 
 
+def open_runner(source, threads: int | None = None) -> OrtGreedy:
+    """`source` itself when it is an OrtGreedy already (one session serves every measurement of a file), else a
+    new one on the file at that path."""
+    return source if isinstance(source, OrtGreedy) else OrtGreedy(source, threads)
+
+
 def _prompt_ids(prompts, directory: Path) -> list[list[int]]:
     if all(isinstance(p, str) for p in prompts):
         from transformers import AutoTokenizer
@@ -125,11 +131,11 @@ def check_matches_torch(model, directory: Path, prompts, max_new_tokens: int = 1
     return same / max(total, 1)
 
 
-def time_per_token(onnx_path: Path, prompt_ids, new_tokens: int = 32, threads: int | None = None,
-                   runs: int = 5) -> float:
+def time_per_token(onnx, prompt_ids, new_tokens: int = 32, threads: int | None = None, runs: int = 5) -> float:
     """Milliseconds per generated token with the KV cache, batch 1: the decode steps after the prompt's
-    prefill (which is excluded), exactly `new_tokens` of them, median over `runs` after one warm-up run."""
-    runner = OrtGreedy(onnx_path, threads)
+    prefill (which is excluded), exactly `new_tokens` of them, median over `runs` after one warm-up run.
+    `onnx`: an OrtGreedy, or a model.onnx path opened with `threads`."""
+    runner = open_runner(onnx, threads)
     prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)
     times = []
     for r in range(runs + 1):

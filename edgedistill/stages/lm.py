@@ -171,10 +171,11 @@ def export(ctx, state, stage_dir) -> dict:
                if skipped else {})}
 
 
-def onnx_next_tokens(path, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced next-token predictions of an exported file through ONNX Runtime (empty cache, whole rows),
-    in next_token's order: the same figures as the stages', from the file an app loads."""
-    runner = kv_onnx.OrtGreedy(path)
+def onnx_next_tokens(onnx, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced next-token predictions of an exported file (its path, or an OrtGreedy on it) through ONNX
+    Runtime (empty cache, whole rows), in next_token's order: the same figures as the stages', from the file an
+    app loads."""
+    runner = kv_onnx.open_runner(onnx)
     preds = []
     for row, n in zip(ids.numpy(), lengths.tolist()):
         x = row[None, :n].astype(np.int64)
@@ -193,11 +194,13 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
     p_ids, _ = _prompts(ctx, x, lengths, cfg.speculative_prompts)
     new = ctx.recipe.stages.distill.sequence.max_new_tokens
     targets = torch.cat([row[1:n] for row, n in zip(x, lengths.tolist())])
+    arts = state.records["export"]["artifacts"]
+    files = {(a["role"], a["precision"]): kv_onnx.OrtGreedy(ctx.out / a["path"], threads) for a in arts}
     results = []
-    for art in state.records["export"]["artifacts"]:
-        path = ctx.out / art["path"]
-        ms = kv_onnx.time_per_token(path, p_ids[0], new_tokens=new, threads=threads)
-        acc = float((onnx_next_tokens(path, x, lengths) == targets).float().mean())
+    for art in arts:
+        runner = files[(art["role"], art["precision"])]  # one session per file for every figure below
+        ms = kv_onnx.time_per_token(runner, p_ids[0], new_tokens=new)
+        acc = float((onnx_next_tokens(runner, x, lengths) == targets).float().mean())
         results.append({"path": art["path"], "accuracy": acc,
                         "latency_ms": {"p50": ms, "kind": kind, "threads": threads, "batch": 1,
                                        "runtime": "onnxruntime-cpu", "per": "generated token (KV cache)"}})
@@ -205,14 +208,12 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
                 f"{threads} thr)  {art['size_bytes']:,} B")
     # Speculative decoding twice: torch eager, and the shipped files on ONNX Runtime (the teacher's fp32 file
     # verifying, the student's smallest file drafting), where per-call overhead is far lower.
-    files = {(a["role"], a["precision"]): kv_onnx.OrtGreedy(ctx.out / a["path"], threads)
-             for a in state.records["export"]["artifacts"]}
     runtimes = {"torch": tuple(copy.deepcopy(h.module).cpu().eval() for h in (state.teacher, state.student)),
                 "onnxruntime": (files[("teacher", "fp32")], files.get(("student", "int8"), files[("student", "fp32")]))}
-    spec = {}
+    eos, spec = _eos(state.teacher.module), {}
     for runtime, (target, draft) in runtimes.items():
         spec[runtime] = speculative.measure(target, draft, list(p_ids), new, k=cfg.speculative_k, threads=threads,
-                                            eos_token_id=_eos(state.teacher.module))
+                                            eos_token_id=eos)
         ctx.log(f"    speculative decoding on {runtime} (student drafts {cfg.speculative_k}): acceptance "
                 f"{spec[runtime]['acceptance_rate']:.2f}, {spec[runtime]['tokens_per_target_call']:.2f} tokens per "
                 f"teacher pass, {spec[runtime]['speedup']:.2f}x vs the teacher alone ({threads} thr)")
