@@ -47,13 +47,13 @@ def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: 
 def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = None,
                     max_params: float | None = None, importance: str = "l2", round_to: int = 1,
                     ignore: list[str] = (), global_pruning: bool = True, calibration=None,
-                    grid: float = 0.05, iters: int = 8) -> tuple[nn.Module, float]:
+                    grid: float = 0.05, iters: int = 8, depth: int = 0) -> tuple[nn.Module, float]:
     """The least-pruned copy of `model` with at most `max_macs` MACs and `max_params` parameters.
 
     torch-pruning takes a channel ratio, not a budget, and MACs are not monotone in that ratio (a layer
     that would keep 0 channels is silently left at full width), so a plain bisection can go wrong: scan the
     ratio upward on a grid to the first feasible point, then bisect inside that last interval.
-    Returns (pruned copy, channel ratio used); the input model is untouched."""
+    Returns (pruned copy, channel ratio of the last pruning pass); the input model is untouched."""
     if spec.is_text:  # attention heads and FFN neurons
         from edgedistill import head_pruning
 
@@ -89,7 +89,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
 
     if fits(model):
         return copy.deepcopy(model), 0.0
-    lo, best, hi = 0.0, None, None
+    lo, best, hi, smallest = 0.0, None, None, None
     for step in range(1, int(0.95 / grid) + 1):
         ratio = step * grid
         candidate = prune(model, ratio)
@@ -97,6 +97,17 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
             best, hi = candidate, ratio
             break
         lo = ratio
+        macs = count_macs_params(candidate, spec)[0]
+        if smallest is None or macs < smallest[0]:
+            smallest = (macs, candidate)
+    if best is None and depth < 3 and smallest and smallest[0] < count_macs_params(model, spec)[0]:
+        # Rounding can stall a one-shot ratio short of the budget (a layer rounded to 0 channels stays whole,
+        # so higher ratios undo earlier cuts): prune the smallest copy again, as iterative pruning would.
+        model.train(was_training)
+        smallest[1].train(was_training)
+        return prune_to_budget(smallest[1], spec, max_macs=max_macs, max_params=max_params, importance=importance,
+                               round_to=round_to, ignore=ignore, global_pruning=global_pruning,
+                               calibration=calibration, grid=grid, iters=iters, depth=depth + 1)
     if best is None:
         wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
         raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached with channels rounded to "

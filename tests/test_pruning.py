@@ -23,6 +23,19 @@ def test_prune_to_macs_removes_channels_within_budget(round_to):
     assert out.shape == (3, 10)
 
 
+def test_budget_reached_where_one_shot_rounding_stalls():
+    # Rounded to 16, no single global ratio takes this CNN below 32% of its MACs: larger ratios round some
+    # layers to 0 channels, which torch-pruning then keeps whole. Pruning the pruned copy again gets there.
+    torch.manual_seed(3)  # weights whose L2 ranking stalls the one-shot ratio (seeds 0-2 happen not to)
+    model = build_model("cnn", [32, 32, 64], SPEC.input_shape, SPEC.num_classes)
+    base_macs = count_macs_params(model, SPEC)[0]
+    with pytest.raises(UserError, match="cannot be reached with channels rounded to 16"):
+        prune_to_macs(model, SPEC, 0.3, round_to=16, depth=3)  # one pass only
+    pruned, _ = prune_to_macs(model, SPEC, 0.3, round_to=16)
+    assert count_macs_params(pruned, SPEC)[0] <= 0.3 * base_macs and widths(pruned) == [16, 16, 32, 10]
+    assert pruned.training == model.training and widths(model) == [32, 32, 64, 10]
+
+
 def test_pruned_model_reloads_from_plain_tensors(tmp_path):
     pruned, _ = prune_to_macs(cnn().module, SPEC, 0.4, round_to=4)
     pruned.eval()
@@ -87,8 +100,11 @@ def _prune_run(run_dir, *extra, target="x86-avx2"):
     return pipeline.run(load_recipe("digits", over), load_target(target), run_dir, quiet=True).records["prune"]
 
 
-def test_stepwise_pruning_records_evidence_per_step(run_dir):
+def test_stepwise_pruning_records_evidence_per_step(run_dir, monkeypatch):
+    monkeypatch.setattr("edgedistill.stages.prune.host_conv_block", lambda: 16)  # an AVX-512 host
     record = _prune_run(run_dir, "stages.prune.steps=2")
+    # x86-avx2 rounds to 8, which this host pads back to 16: the record says its timings undercount
+    assert record["round_to"] == 8 and record["host_conv_block"] == 16
     steps = record["steps"]
     assert [s["step"] for s in steps] == [0, 1, 2]
     assert steps[0]["macs"] > steps[1]["macs"] > steps[2]["macs"] and steps[2]["macs"] <= 0.5 * steps[0]["macs"]
@@ -101,9 +117,12 @@ def test_stepwise_pruning_records_evidence_per_step(run_dir):
         assert ("flag" in cur) == slower and record["flags"] == [s["step"] for s in steps if "flag" in s]
 
 
-def test_latency_budget(run_dir):
-    record = _prune_run(run_dir, "stages.prune.latency_ms=1000", "stages.prune.macs_ratio=null")
+def test_latency_budget(run_dir, monkeypatch):
+    monkeypatch.setattr("edgedistill.stages.prune.host_conv_block", lambda: 16)
+    record = _prune_run(run_dir, "stages.prune.latency_ms=1000", "stages.prune.macs_ratio=null",
+                        "stages.prune.round_to=16")
     assert len(record["steps"]) == 2  # one step already meets a generous budget
+    assert all(w % 16 == 0 for w in record["channels"]) and "host_conv_block" not in record  # widths fit the blocks
     with pytest.raises(UserError, match="stages.prune.latency_ms: pixel-8 cannot be timed on this machine"):
         _prune_run(run_dir, "stages.prune.latency_ms=1", target="pixel-8")
     from edgedistill.errors import RefusedError

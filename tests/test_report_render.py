@@ -254,6 +254,17 @@ def test_pruning_steps_table_with_flags():
     assert "Pruning steps" in html and "pruned but not faster" in html
 
 
+def test_notes_say_when_host_timings_undercount_pruning():
+    from edgedistill.report import _notes
+
+    prune = {"name": "prune", "flags": [1], "round_to": 8, "host_conv_block": 16}
+    notes = _notes([], [prune])
+    assert any("removed MACs without" in n for n in notes)
+    assert any("rounded to 8" in n and "blocks of 16 channels" in n and "stages.prune.round_to=16" in n for n in notes)
+    del prune["host_conv_block"]
+    assert not any("blocks of" in n for n in _notes([], [prune]))
+
+
 def test_notes_say_plainly_when_int8_is_not_faster(tmp_path):
     from edgedistill.report import _notes
 

@@ -26,3 +26,13 @@ def test_unknown_target_suggests(tmp_path):
     bad.write_text("name: t\nruntime: tflite\narch: arm64\nprecision: int8\n")
     with pytest.raises(UserError, match=r"runtime: input should be"):
         load_target(bad)
+
+
+@pytest.mark.parametrize("machine, flags, block", [("x86_64", {"avx2", "avx512f"}, 16), ("x86_64", {"avx2"}, 8),
+                                                    ("x86_64", {"sse4_2"}, None), ("aarch64", {"neon"}, None)])
+def test_host_conv_block(monkeypatch, machine, flags, block):
+    from edgedistill import targets
+
+    monkeypatch.setattr(targets.platform, "machine", lambda: machine)
+    monkeypatch.setattr(targets, "host_cpu_flags", lambda: flags)
+    assert targets.host_conv_block() == block

@@ -12,6 +12,7 @@ from edgedistill.errors import RefusedError, UserError
 from edgedistill.models import count_macs_params
 from edgedistill.pruning import prune_to_budget, reshape_to, widths
 from edgedistill.stages.common import evaluate, make_task, train
+from edgedistill.targets import host_conv_block
 
 USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
@@ -92,9 +93,19 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     return steps
 
 
+def _padded_widths(cfg, round_to: int, spec) -> int | None:
+    """The host's conv block when a CNN's latency is timed here and its widths are rounded to less than it:
+    ONNX Runtime pads such widths back up on this CPU, so its timings cannot show what they save."""
+    block = host_conv_block() if (cfg.measure_latency or cfg.latency_ms) and not spec.is_text else None
+    return block if block and round_to % block else None
+
+
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.prune
     round_to = cfg.round_to or ctx.target.channel_multiple
+    if block := _padded_widths(cfg, round_to, state.student.spec):
+        ctx.log(f"    widths rounded to {round_to}, but ONNX Runtime on this CPU runs convolutions in blocks of "
+                f"{block} channels: latency measured here undercounts what pruning saves")
     pruned_file, steps_file = stage_dir / "pruned.pt", stage_dir / "steps.json"
     if pruned_file.exists() and steps_file.exists():  # resuming: steps done, the final recovery was interrupted
         reshape_to(state.student.module, io.load_torch(pruned_file))
@@ -116,6 +127,8 @@ def run(ctx, state, stage_dir):
         "macs_kept": final["macs"] / first["macs"], "accuracy_before_recovery": steps[-1]["accuracy"],
         "steps": steps, "after_recovery": final, "flags": [s["step"] for s in steps if "flag" in s],
     }
+    if block:
+        state.records["prune"]["host_conv_block"] = block
     if state.student.arch == "hf":
         from edgedistill.models import hf
 
