@@ -99,6 +99,26 @@ class OrtGreedy:
         return out
 
 
+class OrtDecoder:
+    """Batch-1 incremental decoding on an OrtGreedy's session: feed tokens, get the argmax after each; the cache
+    is the present.* arrays, fed back and croppable on the sequence axis (speculative decoding rolls back)."""
+
+    def __init__(self, runner: OrtGreedy):
+        self.runner, self.past, self.n = runner, runner.empty_cache(1), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __call__(self, ids: list[int]) -> list[int]:
+        self.n += len(ids)
+        logits, self.past = self.runner.step(np.asarray([ids], np.int64), np.ones((1, self.n), np.int64), self.past)
+        return logits[0].argmax(-1).tolist()
+
+    def crop(self, n: int) -> None:
+        self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
+        self.n = n
+
+
 def open_runner(source, threads: int | None = None) -> OrtGreedy:
     """`source` itself when it is an OrtGreedy already (one session serves every measurement of a file), else a
     new one on the file at that path."""
@@ -136,16 +156,14 @@ def time_per_token(onnx, prompt_ids, new_tokens: int = 32, threads: int | None =
     prefill (which is excluded), exactly `new_tokens` of them, median over `runs` after one warm-up run.
     `onnx`: an OrtGreedy, or a model.onnx path opened with `threads`."""
     runner = open_runner(onnx, threads)
-    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)
+    prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1).tolist()
     times = []
     for r in range(runs + 1):
-        mask = np.ones_like(prompt)
-        logits, past = runner.step(prompt, mask, runner.empty_cache(1))
+        lm = OrtDecoder(runner)
+        token = lm(prompt)[-1]
         t0 = time.perf_counter()
         for _ in range(new_tokens):
-            token = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
-            mask = np.concatenate([mask, np.ones((1, 1), np.int64)], axis=1)
-            logits, past = runner.step(token, mask, past)
+            token = lm([token])[-1]
         if r:
             times.append((time.perf_counter() - t0) * 1000 / new_tokens)
     return statistics.median(times)

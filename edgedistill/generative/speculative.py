@@ -15,11 +15,10 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from edgedistill.generative.kv_onnx import OrtGreedy
+from edgedistill.generative.kv_onnx import OrtDecoder, OrtGreedy
 
 
 class _TorchDecoder:
@@ -46,27 +45,8 @@ class _TorchDecoder:
         self.cache.crop(n)
 
 
-class _OrtDecoder:
-    """The same over an exported model.onnx: the cache is the present.* arrays, cropped on the sequence axis."""
-
-    def __init__(self, runner: OrtGreedy):
-        self.runner, self.past, self.n = runner, runner.empty_cache(1), 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __call__(self, ids: list[int]) -> list[int]:
-        self.n += len(ids)
-        logits, self.past = self.runner.step(np.asarray([ids], np.int64), np.ones((1, self.n), np.int64), self.past)
-        return logits[0].argmax(-1).tolist()
-
-    def crop(self, n: int) -> None:
-        self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
-        self.n = n
-
-
 def _decoder(model):
-    return _OrtDecoder(model) if isinstance(model, OrtGreedy) else _TorchDecoder(model)
+    return OrtDecoder(model) if isinstance(model, OrtGreedy) else _TorchDecoder(model)
 
 
 def _prompt(input_ids) -> list[int]:
