@@ -1,12 +1,13 @@
 """Benchmark: speculative decoding on ONNX Runtime with the files a `lm-seqkd` run exported.
 
-    python scripts/bench_speculative.py RUN_DIR --data PATH/sst2.npz [--k 1 2 3 4 6] [--threads 1 2]
+    python scripts/bench_speculative.py RUN_DIR [--data PATH/sst2.npz] [--k 1 2 3 4 6] [--threads 1 2]
                                         [--prompts 20] [--out runs/bench-speculative.json]
 
 The teacher's fp32 KV-cache model verifies; the student's fp32 and int8 files take turns drafting k tokens per
 teacher pass, on bare onnxruntime sessions fed their caches by hand (edgedistill.generative.speculative).
-Prompts: the first `prompt_tokens` tokens (the run's recipe) of the held-out texts (the npz's x_test), each
-continued for the recipe's max_new_tokens (or --new-tokens), stopping at EOS unless --no-eos. Every speculative output is checked against the teacher's own greedy
+Prompts: the run's own held-out prompts (its recipe's data, or --data where the file has moved; the bench
+stage's selection), each continued for the recipe's max_new_tokens (or --new-tokens), stopping at EOS unless
+--no-eos. Every speculative output is checked against the teacher's own greedy
 decoding; timings are wall time over all prompts after one warm-up, the teacher alone timed the same way."""
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import yaml
-
+from edgedistill.data import load_data
 from edgedistill.generative import kv_onnx, speculative
+from edgedistill.generative.lm import load_tokenizer
+from edgedistill.recipe import load_recipe
+from edgedistill.stages.lm import prompts as run_prompts
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--data", required=True, type=Path, help="npz of strings with x_test")
+    ap.add_argument("--data", type=Path, help="the run's data.train, where it has moved since")
     ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4, 6])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--prompts", type=int, default=20)
@@ -32,18 +34,13 @@ def main() -> None:
     ap.add_argument("--no-eos", action="store_true", help="decode every new token instead of stopping at EOS")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-speculative.json"))
     args = ap.parse_args()
-    from transformers import AutoTokenizer
-
-    recipe = yaml.safe_load((args.run_dir / "recipe.resolved.yaml").read_text())
-    seq = recipe["stages"]["distill"]["sequence"]
     export = args.run_dir / "07-export"
-    tokenizer = AutoTokenizer.from_pretrained(str(export / "teacher.onnx-kv"), local_files_only=True)
-    with np.load(args.data, allow_pickle=False) as z:
-        texts = [str(t) for t in z["x_test"]]
-    encoded = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
-    prompts = [ids[: seq["prompt_tokens"]] for ids in encoded if len(ids) > seq["prompt_tokens"]][: args.prompts]
+    recipe = load_recipe(args.run_dir / "recipe.resolved.yaml", [f"data.train={args.data.resolve()}"] if args.data else [])
+    data = load_data(recipe.data, recipe.seed, export / "teacher.onnx-kv")
+    prompts = [p.tolist() for p in run_prompts(recipe, data.x_test, data.y_test, args.prompts)[0]]
+    tokenizer = load_tokenizer(export / "teacher.onnx-kv")
     eos = None if args.no_eos else tokenizer.eos_token_id
-    new_tokens = args.new_tokens or seq["max_new_tokens"]
+    new_tokens = args.new_tokens or recipe.stages.distill.sequence.max_new_tokens
     rows = []
     for threads in args.threads:
         target = kv_onnx.OrtGreedy(export / "teacher.onnx-kv" / kv_onnx.FP32_FILE, threads)
