@@ -106,8 +106,9 @@ def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
     if block := prune.get("host_conv_block"):
         notes.append(f"pruning: widths were rounded to {prune.get('round_to')}, but the latency was measured on a CPU "
                      f"where ONNX Runtime runs convolutions in blocks of {block} channels and pads other widths up to "
-                     f"the next block, so these timings undercount what pruning saves. To steer by this machine, set "
-                     f"stages.prune.round_to={block} (or use a target whose channel_multiple is {block}).")
+                     f"the next block, so these timings undercount what the cuts save on the target. To prune for "
+                     f"this machine itself, set stages.prune.round_to={block} (or use a target whose "
+                     f"channel_multiple is {block}).")
     return notes
 
 
