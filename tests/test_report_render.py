@@ -250,6 +250,8 @@ def test_pruning_steps_table_with_flags():
     md = render_markdown(report)
     assert "## Pruning steps" in md and "| 1 | 8, 16 | 50 |" in md and "pruned but not faster" in md
     assert "after recovery" in md
+    report["stages"][1]["steps"][0]["channels"] = [16] * 19 + [32] * 19 + [64, 48]  # runs of equal widths fold
+    assert "| 0 | 16×19, 32×19, 64, 48 |" in render_markdown(report)
     html = render_html(report)
     assert "Pruning steps" in html and "pruned but not faster" in html
 

@@ -114,6 +114,19 @@ def deployability_table(report: dict) -> Table | None:
     return Table(["checked", "model", "runs", "unsupported ops", "off the accelerator", "accelerator"], rows, "lcllll")
 
 
+def _widths(widths: Any) -> str:
+    """Layer widths with runs of equal values folded: a ResNet-56's 57 layers read as "16×19, 32×19, 64×19"."""
+    if not isinstance(widths, list) or not widths:
+        return NA
+    runs: list[list] = []
+    for w in widths:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    return ", ".join(f"{_text(w)}×{n}" if n > 1 else _text(w) for w, n in runs)
+
+
 def pruning_table(report: dict) -> Table | None:
     """The prune stage's evidence: every step measured, then the model after its final recovery."""
     prune = next((s for s in _records(report.get("stages")) if s.get("name") == "prune"), {})
@@ -123,8 +136,7 @@ def pruning_table(report: dict) -> Table | None:
     after = prune.get("after_recovery")
     rows = []
     for s in steps + ([{**after, "step": "after recovery"}] if isinstance(after, dict) else []):
-        widths = s.get("channels")
-        rows.append([_text(s.get("step")), ", ".join(map(str, widths)) if isinstance(widths, list) else NA,
+        rows.append([_text(s.get("step")), _widths(s.get("channels")),
                      _fmt(s.get("macs"), ",.0f"), _fmt(s.get("params"), ",.0f"), _fmt(s.get("accuracy"), ".2f", 100),
                      _fmt(s.get("onnx_weight_bytes"), ",.1f", 1e-3), _latency(s.get("latency_ms")),
                      str(s.get("flag") or "")])
