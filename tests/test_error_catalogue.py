@@ -720,8 +720,11 @@ def test_text_teacher_head_for_another_number_of_classes(text_files, tmp_path):
 
 
 _PAUSE = r"""
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as from a terminal: a process started in the background by a shell without job control inherits
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 where, marker = sys.argv[1], Path(sys.argv[2])
 def pause():
     marker.write_text(str(os.getpid()))
