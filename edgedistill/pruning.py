@@ -83,24 +83,28 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
         raise ValueError("taylor importance needs a calibration batch")
     was_training = model.training
 
-    def fits(m: nn.Module) -> bool:
-        macs, params = count_macs_params(m, spec)
+    def within(counts: tuple[int, int]) -> bool:
+        macs, params = counts
         return (max_macs is None or macs <= max_macs) and (max_params is None or params <= max_params)
 
-    if fits(model):
+    def fits(m: nn.Module) -> bool:
+        return within(count_macs_params(m, spec))
+
+    model_counts = count_macs_params(model, spec)
+    if within(model_counts):
         return copy.deepcopy(model), 0.0
     lo, best, hi, smallest = 0.0, None, None, None
     for step in range(1, int(0.95 / grid) + 1):
         ratio = step * grid
         candidate = prune(model, ratio)
-        if fits(candidate):
+        counts = count_macs_params(candidate, spec)  # once per candidate: feasibility and the smallest seen
+        if within(counts):
             best, hi = candidate, ratio
             break
         lo = ratio
-        macs = count_macs_params(candidate, spec)[0]
-        if smallest is None or macs < smallest[0]:
-            smallest = (macs, candidate)
-    if best is None and depth < 3 and smallest and smallest[0] < count_macs_params(model, spec)[0]:
+        if smallest is None or counts[0] < smallest[0]:
+            smallest = (counts[0], candidate)
+    if best is None and depth < 3 and smallest and smallest[0] < model_counts[0]:
         # Rounding can stall a one-shot ratio short of the budget (a layer rounded to 0 channels stays whole,
         # so higher ratios undo earlier cuts): prune the smallest copy again, as iterative pruning would.
         model.train(was_training)
