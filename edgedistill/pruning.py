@@ -22,6 +22,14 @@ def _importance(kind: str):
     return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
 
 
+def check_ignore(model: nn.Module, ignore) -> None:
+    modules = dict(model.named_modules())
+    unknown = [n for n in ignore if n not in modules]
+    if unknown:
+        raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
+                        f"{', '.join(n for n in list(modules)[1:6])}")
+
+
 def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: str, round_to: int,
                 ignore: list[str], global_pruning: bool, calibration) -> nn.Module:
     import torch_pruning as tp
@@ -65,11 +73,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
             return head_pruning.prune_copy(m, ratio, importance=importance, round_to=round_to,
                                            global_pruning=global_pruning, calibration=calibration)
     else:
-        modules = dict(model.named_modules())
-        unknown = [n for n in ignore if n not in modules]
-        if unknown:
-            raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
-                            f"{', '.join(n for n in list(modules)[1:6])}")
+        check_ignore(model, ignore)
         if importance == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             raise UserError("stages.prune.importance: bn_scale needs BatchNorm layers, this model has none; use l2 or taylor")
         # The classifier's outputs are the classes: never prune them.
@@ -148,7 +152,8 @@ def widths(model: nn.Module) -> list[int]:
 
 
 def reshape_to(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Shrink a freshly built (unpruned) model to the shapes in a pruned state_dict, then load it strictly.
+    """Shrink a freshly built (unpruned) model to the blocks and shapes in a pruned state_dict, then load it
+    strictly.
 
     This restores a pruned model from plain tensors (weights_only), where torch-pruning's own
     tp.state_dict pickles whole modules."""
@@ -158,6 +163,9 @@ def reshape_to(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modu
         hf.reshape_to(model, state_dict)
         model.load_state_dict(state_dict, strict=True)
         return model
+    from edgedistill.depth_pruning import drop_absent
+
+    drop_absent(model, state_dict)  # whole blocks first, then the widths of what is left
     for prefix, mod in model.named_modules():
         pre = f"{prefix}." if prefix else ""
         for name, p in list(mod.named_parameters(recurse=False)):

@@ -268,6 +268,9 @@ class PruneStage(KDStage):
     params_ratio: float | None = Field(None, gt=0, le=1, description="keep at most this share of its parameters")
     latency_ms: float | None = Field(None, gt=0, description="batch-1 p50 of the fp32 ONNX on the target, in ms "
                                                             "(measured on this machine: host targets only)")
+    structure: Literal["channels", "blocks"] = Field(
+        "channels", description="remove channels/neurons/heads (width), or whole residual blocks (depth: the least "
+                                "harmful per MAC first; importance, scope and round_to then do not apply)")
     importance: Literal["l2", "l1", "taylor", "bn_scale"] = "l2"
     scope: Literal["global", "per_layer"] = Field("global", description="one threshold across layers, or one ratio per layer")
     steps: int = Field(1, ge=1, description="MACs/params budgets: reached in this many geometric steps")

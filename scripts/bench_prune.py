@@ -2,6 +2,7 @@
 measured ONNX Runtime speed-up at batch 1.
 
     python scripts/bench_prune.py latency [--arch resnet56] [--macs-ratio 0.45] [--threads 1 2] [--target T]
+                                  [--structure channels|blocks]
     python scripts/bench_prune.py recovery --data PATH/cifar10_jpeg.npz [--teacher-epochs 30] [--epochs 15]
                                   [--teacher-checkpoint T.pt] [--jobs 2] [--no-latency] [--variants kd ce]
     python scripts/bench_prune.py latency --checkpoint RUN/0X-prune/model.pt   (the widths of a trained run)
@@ -70,6 +71,7 @@ def latency(args) -> dict:
     import torch
 
     from edgedistill import io
+    from edgedistill.depth_pruning import prune_blocks
     from edgedistill.models import ModelSpec, build_model, count_macs_params
     from edgedistill.pruning import prune_to_budget, reshape_to, widths
     from edgedistill.targets import load_target
@@ -85,9 +87,14 @@ def latency(args) -> dict:
     else:
         pruned, base_macs = base, count_macs_params(base, spec)[0]
         for i in range(1, args.steps + 1):  # the prune stage's schedule: budget ratio ** (i / steps) of the base
-            pruned, _ = prune_to_budget(pruned, spec, max_macs=base_macs * args.macs_ratio ** (i / args.steps),
-                                        round_to=round_to, global_pruning=args.scope == "global")
-    out = {"arch": args.arch, "macs_ratio_budget": args.macs_ratio, "round_to": round_to, "scope": args.scope,
+            budget = base_macs * args.macs_ratio ** (i / args.steps)
+            if args.structure == "blocks":  # random weights rank blocks arbitrarily: only the depth is timed
+                pruned = prune_blocks(pruned, spec, max_macs=budget, calibration=(torch.randn(8, 3, 32, 32),))
+            else:
+                pruned, _ = prune_to_budget(pruned, spec, max_macs=budget, round_to=round_to,
+                                            global_pruning=args.scope == "global")
+    out = {"arch": args.arch, "macs_ratio_budget": args.macs_ratio, "structure": args.structure, "round_to": round_to,
+           "scope": args.scope,
            "steps": args.steps, "target": args.target, **_time({"unpruned": base, "pruned": pruned}, spec, args)}
     out["pruned"]["widths"] = widths(pruned)
     print(f"{args.arch}: MACs {out['unpruned']['macs']:,} -> {out['pruned']['macs']:,} "
@@ -130,7 +137,7 @@ def recovery(args) -> dict:
     common = [f"data.path={args.data.resolve()}", f"teacher.arch={args.arch}", f"student.arch={args.arch}",
               "student.from_teacher=true", "stages.distill.enabled=false", f"stages.teacher.epochs={args.teacher_epochs}",
               f"stages.prune.macs_ratio={args.macs_ratio}", f"stages.prune.epochs={args.epochs}",
-              "stages.prune.lr=0.02", f"stages.prune.scope={args.scope}", f"stages.prune.steps={args.steps}", "stages.prune.step_epochs=0", *[f"stages.{s}.enabled=false" for s in ("qat", "export", "bench", "report")]]
+              "stages.prune.lr=0.02", f"stages.prune.scope={args.scope}", f"stages.prune.structure={args.structure}", f"stages.prune.steps={args.steps}", "stages.prune.step_epochs=0", *[f"stages.{s}.enabled=false" for s in ("qat", "export", "bench", "report")]]
     if args.teacher_checkpoint:
         common.append(f"teacher.checkpoint={args.teacher_checkpoint.resolve()}")
     if args.no_latency:
@@ -162,6 +169,8 @@ def main() -> None:
     ap.add_argument("--macs-ratio", type=float, default=0.45)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--scope", choices=["global", "per_layer"], default="global")
+    ap.add_argument("--structure", choices=["channels", "blocks"], default="channels",
+                    help="prune widths, or whole residual blocks (depth)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=1, help="prune in this many steps (the prune stage's schedule)")
     ap.add_argument("--target", default="x86-avx2", help="its channel_multiple rounds the widths")

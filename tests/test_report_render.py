@@ -252,6 +252,8 @@ def test_pruning_steps_table_with_flags():
     assert "after recovery" in md
     report["stages"][1]["steps"][0]["channels"] = [16] * 19 + [32] * 19 + [64, 48]  # runs of equal widths fold
     assert "| 0 | 16×19, 32×19, 64, 48 |" in render_markdown(report)
+    report["stages"][1]["steps"][1]["removed_blocks"] = ["layer1.0", "layer2.3"]  # depth pruning says how deep
+    assert "| 1 | 8, 16 (2 blocks removed) | 50 |" in render_markdown(report)
     html = render_html(report)
     assert "Pruning steps" in html and "pruned but not faster" in html
 

@@ -136,7 +136,9 @@ def pruning_table(report: dict) -> Table | None:
     after = prune.get("after_recovery")
     rows = []
     for s in steps + ([{**after, "step": "after recovery"}] if isinstance(after, dict) else []):
-        rows.append([_text(s.get("step")), _widths(s.get("channels")),
+        removed = s.get("removed_blocks")
+        blocks = f" ({len(removed)} blocks removed)" if isinstance(removed, list) and removed else ""
+        rows.append([_text(s.get("step")), _widths(s.get("channels")) + blocks,
                      _fmt(s.get("macs"), ",.0f"), _fmt(s.get("params"), ",.0f"), _fmt(s.get("accuracy"), ".2f", 100),
                      _fmt(s.get("onnx_weight_bytes"), ",.1f", 1e-3), _latency(s.get("latency_ms")),
                      str(s.get("flag") or "")])

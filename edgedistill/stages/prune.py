@@ -1,13 +1,13 @@
-"""prune: remove whole channels/neurons (widths rounded to the target's channel multiple) until the budgets
-hold, step by step with the teacher healing the student in between, and measure every step: MACs, params,
-held-out accuracy and the latency of an exported copy. A step that removed MACs but did not make the export
+"""prune: remove whole channels/neurons (widths rounded to the target's channel multiple), or whole residual
+blocks, until the budgets hold, step by step with the teacher healing the student in between, and measure
+every step: MACs, params, held-out accuracy and the latency of an exported copy. A step that removed MACs but did not make the export
 faster is flagged "pruned but not faster"."""
 
 from __future__ import annotations
 
 import json
 
-from edgedistill import io, latency
+from edgedistill import depth_pruning, io, latency
 from edgedistill.errors import RefusedError, UserError
 from edgedistill.models import count_macs_params
 from edgedistill.pruning import prune_to_budget, reshape_to, widths
@@ -35,6 +35,8 @@ def validate(recipe, target) -> None:
 
 def _measure(ctx, cfg, handle, step: int) -> dict:
     record = {"step": step, "channels": widths(handle.module)[:-1], **evaluate(handle, ctx)}
+    if cfg.structure == "blocks":
+        record["removed_blocks"] = depth_pruning.removed_blocks(handle.module)
     if cfg.measure_latency or cfg.latency_ms:
         lat = latency.measure(handle.module, handle.spec, ctx.target, repeats=200)
         record["onnx_weight_bytes"] = lat.pop("onnx_weight_bytes")
@@ -72,7 +74,11 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
         else:
             budget = {"max_macs": base_macs * cfg.macs_ratio ** (i / n_steps) if cfg.macs_ratio else None,
                       "max_params": base_params * cfg.params_ratio ** (i / n_steps) if cfg.params_ratio else None}
-        state.student.module, _ = prune_to_budget(state.student.module, spec, **budget, **kw)
+        if cfg.structure == "blocks":
+            state.student.module = depth_pruning.prune_blocks(state.student.module, spec, **budget, ignore=cfg.ignore,
+                                                              calibration=kw["calibration"])
+        else:
+            state.student.module, _ = prune_to_budget(state.student.module, spec, **budget, **kw)
         if cfg.step_epochs and (cfg.latency_ms or i < n_steps):  # the last planned step heals in the final recovery
             _recover(ctx, state, cfg, stage_dir, f"checkpoint_step{i}.pt", cfg.step_epochs)
         steps.append(_measure(ctx, cfg, state.student, i))
@@ -96,7 +102,8 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
 def _padded_widths(cfg, round_to: int, spec) -> int | None:
     """The host's conv block when a CNN's latency is timed here and its widths are rounded to less than it:
     ONNX Runtime pads such widths back up on this CPU, so its timings cannot show what they save."""
-    block = host_conv_block() if (cfg.measure_latency or cfg.latency_ms) and not spec.is_text else None
+    timed = (cfg.measure_latency or cfg.latency_ms) and cfg.structure == "channels"  # blocks keep their widths
+    block = host_conv_block() if timed and not spec.is_text else None
     return block if block and round_to % block else None
 
 
@@ -121,7 +128,7 @@ def run(ctx, state, stage_dir):
     first = steps[0]
     state.records["prune"] = {
         "name": "prune", **evaluate(state.student, ctx, state), "history": history,
-        "channels": state.student.channels, "round_to": round_to, "importance": cfg.importance, "scope": cfg.scope,
+        "channels": state.student.channels, "structure": cfg.structure, "round_to": round_to, "importance": cfg.importance, "scope": cfg.scope,
         "budget": {"macs_ratio": cfg.macs_ratio, "params_ratio": cfg.params_ratio, "latency_ms": cfg.latency_ms},
         "macs_before": first["macs"], "params_before": first["params"], "accuracy_before": first["accuracy"],
         "macs_kept": final["macs"] / first["macs"], "accuracy_before_recovery": steps[-1]["accuracy"],

@@ -1,0 +1,150 @@
+"""Depth pruning: whole residual blocks removed (ModelOpt's and Minitron's "depth" axis beside width).
+
+A block that maps a tensor to one of the same shape inside an `nn.Sequential` (a ResNet stage's identity-
+shortcut blocks) can be dropped: the stage then passes its input on. Latency falls by the block's whole cost
+on every runtime, with no channel-alignment padding to eat the gain (the width pruner's widths are rounded to
+the target's block so that they pay; a removed block always pays).
+
+Which blocks go: greedily the one whose removal changes the model's own predictions least per MAC saved
+(KL divergence of its softmax, with the block skipped, from the intact model's on a calibration batch),
+re-scored as blocks go, because removing neighbours compounds. The removed block becomes a
+`RemovedBlock` (an identity), so every other parameter keeps its name and a checkpoint restores by name."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgedistill.errors import UserError
+from edgedistill.models import ModelSpec, count_macs_params
+
+
+CALIBRATION = 128  # images scored per forward pass: enough to rank blocks, cheap enough to re-rank often
+
+
+class RemovedBlock(nn.Identity):
+    """Where a pruned block was: its input passes through (exports as no node at all)."""
+
+
+def _holds_weights(module: nn.Module) -> bool:
+    return any(p.dim() >= 2 for p in module.parameters())
+
+
+def removable_blocks(model: nn.Module, spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """The children of `nn.Sequential` containers that hold conv/linear weights and map one tensor to one of
+    the same shape, in forward order: name -> the input it got from one example."""
+    seen: dict[str, torch.Tensor | None] = {}
+    hooks = []
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for child_name, child in seq.named_children():
+            if isinstance(child, RemovedBlock) or not _holds_weights(child):
+                continue
+            name = f"{seq_name}.{child_name}" if seq_name else child_name
+
+            def hook(_m, inputs, output, name=name):
+                ok = (len(inputs) == 1 and isinstance(inputs[0], torch.Tensor)
+                      and isinstance(output, torch.Tensor) and output.shape == inputs[0].shape)
+                seen[name] = inputs[0] if ok else None
+            hooks.append(child.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(spec.example_input().to(next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {n: x for n, x in seen.items() if x is not None}
+
+
+def removed_blocks(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, RemovedBlock)]
+
+
+def drop_absent(model: nn.Module, state_dict: dict) -> nn.Module:
+    """Drop, in place, the blocks of `model` that a block-pruned `state_dict` no longer holds."""
+    names = [f"{s}.{c}" if s else c for s, seq in model.named_modules() if isinstance(seq, nn.Sequential)
+             for c, child in seq.named_children() if _holds_weights(child)]
+    return drop(model, [n for n in names if not any(k.startswith(f"{n}.") for k in state_dict)])
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def drop(model: nn.Module, names) -> nn.Module:
+    """`model` with the named blocks replaced by RemovedBlock, in place."""
+    for name in names:
+        _replace(model, name, RemovedBlock())
+    return model
+
+
+@torch.no_grad()
+def _damage(model: nn.Module, name: str, x: torch.Tensor, reference: torch.Tensor) -> float:
+    """KL(intact || with `name` skipped) of the softmax outputs, averaged over the calibration batch."""
+    block = model.get_submodule(name)
+    _replace(model, name, RemovedBlock())
+    try:
+        logp = F.log_softmax(model(x).float(), dim=-1)
+    finally:
+        _replace(model, name, block)
+    return float(F.kl_div(logp, reference, log_target=True, reduction="batchmean"))
+
+
+def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = None, max_params: float | None = None,
+                 ignore=(), calibration=None) -> nn.Module:
+    """A copy of `model` with residual blocks removed, cheapest damage per MAC first, until at most `max_macs`
+    MACs and `max_params` parameters remain. The input model is untouched."""
+    if spec.is_text:
+        raise UserError("stages.prune.structure: blocks is for CNNs (residual blocks); transformers are pruned "
+                        "by heads and FFN neurons, use structure: channels")
+    if calibration is None:
+        raise ValueError("block pruning needs a calibration batch")
+    import torch_pruning as tp
+
+    from edgedistill.pruning import check_ignore
+
+    check_ignore(model, ignore)
+    m = copy.deepcopy(model)
+    was_training = m.training
+    m.eval()
+    candidates = {n: inp for n, inp in removable_blocks(m, spec).items()
+                  if not any(n == i or n.startswith(f"{i}.") for i in ignore)}
+    if not candidates:
+        raise UserError("stages.prune.structure: blocks found no removable block (a shape-preserving block with "
+                        "weights inside an nn.Sequential, e.g. a ResNet stage); use structure: channels")
+
+    def within(counts) -> bool:
+        return (max_macs is None or counts[0] <= max_macs) and (max_params is None or counts[1] <= max_params)
+
+    x = calibration[0][:CALIBRATION].to(next(m.parameters()).device)
+    with torch.no_grad():
+        reference = F.log_softmax(m(x).float(), dim=-1)
+    macs, params = count_macs_params(m, spec)
+    # A block's cost does not depend on which others go: count each once, on the input it gets.
+    saved = {n: tp.utils.count_ops_and_params(m.get_submodule(n), inp) for n, inp in candidates.items()}
+    score = {n: _damage(m, n, x, reference) / max(saved[n][0], 1) for n in candidates}
+    while not within((macs, params)):
+        if not score:
+            wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
+            raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached by removing blocks "
+                            f"({macs:,} MACs with every removable block gone); relax the budget or use "
+                            "structure: channels")
+        # Lazy greedy: scores only grow as the network gets shallower (mostly), so re-score the best stale one
+        # until it stays best; a few forward passes per removal instead of one per candidate.
+        fresh = set()
+        while (best := min(score, key=score.get)) not in fresh:
+            score[best] = _damage(m, best, x, reference) / max(saved[best][0], 1)
+            fresh.add(best)
+        drop(m, [best])
+        del score[best]
+        macs, params = macs - saved[best][0], params - saved[best][1]
+    m.train(was_training)
+    return m
