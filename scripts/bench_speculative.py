@@ -17,10 +17,9 @@ import json
 from pathlib import Path
 
 from edgedistill.data import load_data
-from edgedistill.generative import kv_onnx, speculative
+from edgedistill.generative import corpus, kv_onnx, speculative
 from edgedistill.generative.lm import load_tokenizer
 from edgedistill.recipe import load_recipe
-from edgedistill.stages.lm import prompts as run_prompts
 
 
 def main() -> None:
@@ -37,7 +36,9 @@ def main() -> None:
     export = args.run_dir / "07-export"
     recipe = load_recipe(args.run_dir / "recipe.resolved.yaml", [f"data.train={args.data.resolve()}"] if args.data else [])
     data = load_data(recipe.data, recipe.seed, export / "teacher.onnx-kv")
-    prompts = [p.tolist() for p in run_prompts(recipe, data.x_test, data.y_test, args.prompts)[0]]
+    prompt_ids, _ = corpus.leading_prompts(data.x_test, data.y_test, recipe.stages.distill.sequence.prompt_tokens,
+                                           args.prompts)
+    prompts = [p.tolist() for p in prompt_ids]
     tokenizer = load_tokenizer(export / "teacher.onnx-kv")
     eos = None if args.no_eos else tokenizer.eos_token_id
     new_tokens = args.new_tokens or recipe.stages.distill.sequence.max_new_tokens

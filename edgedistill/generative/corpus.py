@@ -64,3 +64,16 @@ def prompts(ids: torch.Tensor, mask: torch.Tensor, n_tokens: int) -> tuple[torch
     (prompt ids (M, n_tokens), their mask (all ones), the rows they came from (M,))."""
     rows = torch.nonzero(mask.sum(1) > n_tokens).flatten()
     return ids[rows, :n_tokens].clone(), mask[rows, :n_tokens].clone(), rows
+
+
+def mask_of(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Attention mask (N, width) of right-padded rows with these lengths."""
+    return (torch.arange(width, device=lengths.device)[None] < lengths[:, None]).long()
+
+
+def leading_prompts(ids: torch.Tensor, lengths: torch.Tensor, n_tokens: int,
+                    n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`prompts` of texts given as (ids, lengths), at most `n` of them: (prompt ids, their mask). A run's
+    prompts are these with its recipe's prompt_tokens, so scripts re-measuring a run's files take the same."""
+    p_ids, p_mask, _ = prompts(ids, mask_of(lengths, ids.shape[1]), n_tokens)
+    return (p_ids[:n], p_mask[:n]) if n else (p_ids, p_mask)

@@ -12,15 +12,10 @@ import torch
 
 from edgedistill import io
 from edgedistill.errors import RefusedError, UserError
-from edgedistill.generative import kv_onnx, lm, seqkd
+from edgedistill.generative import corpus, kv_onnx, lm, seqkd
 
 NOT_APPLICABLE = "not applicable to causal language models yet: export quantizes their MatMuls dynamically"
 FP32_MIN_MATCH = 0.99  # greedy tokens an fp32 export must decode as torch does (a near-tie may flip one)
-
-
-def mask_of(lengths: torch.Tensor, width: int) -> torch.Tensor:
-    """Attention mask (N, width) of right-padded rows with these lengths."""
-    return (torch.arange(width, device=lengths.device)[None] < lengths[:, None]).long()
 
 
 @torch.no_grad()
@@ -32,7 +27,7 @@ def next_token(model, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int 
     for i in range(0, len(ids), batch_size):
         n = lengths[i : i + batch_size].to(device)
         x = ids[i : i + batch_size, : int(n.max())].to(device)
-        m = mask_of(n, x.shape[1])
+        m = corpus.mask_of(n, x.shape[1])
         logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
         keep = m[:, 1:].bool()
         preds.append(logits[keep].argmax(-1).cpu())
@@ -58,13 +53,8 @@ def evaluate(handle, ctx, state=None) -> dict:
     return record
 
 
-def prompts(recipe, ids: torch.Tensor, lengths: torch.Tensor, n: int | None = None):
-    """The recipe's prompt_tokens first tokens of the texts longer than that (prompts, their mask): the run's
-    prompts, which scripts that re-measure a run's files use too."""
-    from edgedistill.generative.corpus import prompts as cut
-
-    p_ids, p_mask, _ = cut(ids, mask_of(lengths, ids.shape[1]), recipe.stages.distill.sequence.prompt_tokens)
-    return (p_ids[:n], p_mask[:n]) if n else (p_ids, p_mask)
+def _prompts(recipe, ids: torch.Tensor, lengths: torch.Tensor, n: int | None = None):
+    return corpus.leading_prompts(ids, lengths, recipe.stages.distill.sequence.prompt_tokens, n)
 
 
 def _check_positions(ctx, teacher) -> None:
@@ -88,7 +78,7 @@ def distill(ctx, state, stage_dir) -> dict:
     if path.exists():
         sequences = io.load_torch(path)
     else:
-        p_ids, p_mask = prompts(ctx.recipe, ctx.data.x_train, ctx.data.y_train)
+        p_ids, p_mask = _prompts(ctx.recipe, ctx.data.x_train, ctx.data.y_train)
         ctx.log(f"    teacher continues {len(p_ids):,} prompts")
         sequences = seqkd.teacher_sequences(teacher, p_ids, p_mask, seq.max_new_tokens, do_sample=seq.sample,
                                             top_k=seq.top_k, num_beams=seq.num_beams, seed=ctx.recipe.seed,
@@ -118,7 +108,7 @@ def _eos(model) -> int | None:
 def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 16) -> float:
     """Share of the teacher's greedy tokens on held-out prompts (up to its EOS) that the student, decoding
     greedily on its own, produces at the same position."""
-    p_ids, _ = prompts(ctx.recipe, ctx.data.x_test, ctx.data.y_test, n)
+    p_ids, _ = _prompts(ctx.recipe, ctx.data.x_test, ctx.data.y_test, n)
     eos = _eos(teacher)
     key = ("teacher_greedy", id(teacher))
     if key not in ctx.cache:
@@ -135,7 +125,7 @@ def export(ctx, state, stage_dir) -> dict:
     teacher-forced next tokens."""
     cfg = ctx.recipe.stages.export
     tokenizer = lm.load_tokenizer(ctx.recipe.teacher.path)
-    p_ids, _ = prompts(ctx.recipe, ctx.data.x_test.cpu(), ctx.data.y_test.cpu(), 16)
+    p_ids, _ = _prompts(ctx.recipe, ctx.data.x_test.cpu(), ctx.data.y_test.cpu(), 16)
     artifacts, parity = [], []
     rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
     for role in ("teacher", "student"):
@@ -192,7 +182,7 @@ def bench(ctx, state, threads: int, kind: str) -> dict:
 
     cfg = ctx.recipe.stages.bench
     x, lengths = ctx.data.x_test.cpu(), ctx.data.y_test.cpu()
-    p_ids, _ = prompts(ctx.recipe, x, lengths, cfg.speculative_prompts)
+    p_ids, _ = _prompts(ctx.recipe, x, lengths, cfg.speculative_prompts)
     new = ctx.recipe.stages.distill.sequence.max_new_tokens
     targets = torch.cat([row[1:n] for row, n in zip(x, lengths.tolist())])
     arts = state.records["export"]["artifacts"]
