@@ -67,7 +67,10 @@ def test_block_pruning_stage_exports_a_shallower_onnx_and_int8(tmp_path):
             "stages.prune.structure=blocks", "stages.prune.macs_ratio=0.6", "stages.prune.steps=2",
             "stages.qat.epochs=1", "stages.export.formats=[onnx]",
             *[f"stages.{s}.enabled=false" for s in ("bench", "report")]]
-    state = pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path, quiet=True)
+    def run():
+        return pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path, quiet=True)
+
+    state = run()
     record = state.records["prune"]
     steps = record["steps"]
     assert record["structure"] == "blocks" and "host_conv_block" not in record  # widths are not cut
@@ -80,3 +83,8 @@ def test_block_pruning_stage_exports_a_shallower_onnx_and_int8(tmp_path):
     # QAT fine-tuned the shallower student under the teacher, and its int8 ONNX was written
     assert state.records["qat"]["accuracy"] > 0.5
     assert any(a["kind"] == "onnx-int8" and a["role"] == "student" for a in state.records["export"]["artifacts"])
+    # a rerun restores every stage from its files: the student comes back as shallow as it was pruned
+    again = run()
+    assert removed_blocks(again.student.module) == steps[2]["removed_blocks"] == record["after_recovery"]["removed_blocks"]
+    x = torch.randn(4, *SPEC.input_shape)
+    assert torch.equal(again.student.module.eval()(x), state.student.module.eval()(x))
