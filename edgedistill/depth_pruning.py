@@ -1,4 +1,5 @@
-"""Depth pruning: whole residual blocks removed (ModelOpt's and Minitron's "depth" axis beside width).
+"""Depth pruning: whole residual blocks, or a transformer's encoder layers, removed (ModelOpt's and
+Minitron's "depth" axis beside width).
 
 A block that maps a tensor to one of the same shape inside an `nn.Sequential` (a ResNet stage's identity-
 shortcut blocks) can be dropped: the stage then passes its input on. Latency falls by the block's whole cost
@@ -8,7 +9,9 @@ the target's block so that they pay; a removed block always pays).
 Which blocks go: greedily the one whose removal changes the model's own predictions least per MAC saved
 (KL divergence of its softmax, with the block skipped, from the intact model's on a calibration batch),
 re-scored as blocks go, because removing neighbours compounds. The removed block becomes a
-`RemovedBlock` (an identity), so every other parameter keeps its name and a checkpoint restores by name."""
+`RemovedBlock` (an identity), so every other parameter keeps its name and a checkpoint restores by name. A
+transformer's remaining layers are renumbered and config.num_hidden_layers set, so it reloads with
+`from_pretrained`."""
 
 from __future__ import annotations
 
@@ -86,11 +89,27 @@ def drop(model: nn.Module, names) -> nn.Module:
     return model
 
 
+class SkippedLayer(nn.Module):
+    """A transformer encoder layer's stand-in while the pruner ranks layers: the hidden states pass through
+    (the encoder reads a layer's output as a tuple). The kept layers are rebuilt without it afterwards."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return (hidden_states,)
+
+
+def _layers(model: nn.Module, spec: ModelSpec) -> dict[str, tuple[int, int]]:
+    """A transformer's encoder layers: path -> (MACs, params) each."""
+    from edgedistill.models import hf
+
+    return {hf.layer_path(model, i): (hf.layer_macs(layer, spec.input_shape[0]), sum(p.numel() for p in layer.parameters()))
+            for i, layer in enumerate(hf.layers(model.hf))}
+
+
 @torch.no_grad()
-def _damage(model: nn.Module, name: str, x: torch.Tensor, reference: torch.Tensor) -> float:
+def _damage(model: nn.Module, name: str, x: torch.Tensor, reference: torch.Tensor, stand_in: type) -> float:
     """KL(intact || with `name` skipped) of the softmax outputs, averaged over the calibration batch."""
     block = model.get_submodule(name)
-    _replace(model, name, RemovedBlock())
+    _replace(model, name, stand_in())
     try:
         logp = F.log_softmax(model(x).float(), dim=-1)
     finally:
@@ -100,11 +119,8 @@ def _damage(model: nn.Module, name: str, x: torch.Tensor, reference: torch.Tenso
 
 def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = None, max_params: float | None = None,
                  ignore=(), calibration=None) -> nn.Module:
-    """A copy of `model` with residual blocks removed, cheapest damage per MAC first, until at most `max_macs`
-    MACs and `max_params` parameters remain. The input model is untouched."""
-    if spec.is_text:
-        raise UserError("stages.prune.structure: blocks is for CNNs (residual blocks); transformers are pruned "
-                        "by heads and FFN neurons, use structure: channels")
+    """A copy of `model` with residual blocks (a transformer's encoder layers) removed, cheapest damage per MAC
+    first, until at most `max_macs` MACs and `max_params` parameters remain. The input model is untouched."""
     if calibration is None:
         raise ValueError("block pruning needs a calibration batch")
     import torch_pruning as tp
@@ -115,24 +131,31 @@ def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = 
     m = copy.deepcopy(model)
     was_training = m.training
     m.eval()
-    candidates = {n: inp for n, inp in removable_blocks(m, spec).items()
-                  if not any(n == i or n.startswith(f"{i}.") for i in ignore)}
-    if not candidates:
+    if spec.is_text:
+        cost, stand_in = _layers(m, spec), SkippedLayer
+    else:  # a block's cost does not depend on which others go: count each once, on the input it gets
+        cost = {n: tp.utils.count_ops_and_params(m.get_submodule(n), inp) for n, inp in removable_blocks(m, spec).items()}
+        stand_in = RemovedBlock
+    cost = {n: c for n, c in cost.items() if not any(n == i or n.startswith(f"{i}.") for i in ignore)}
+    if not cost:
         raise UserError("stages.prune.structure: blocks found no removable block (a shape-preserving block with "
                         "weights inside an nn.Sequential, e.g. a ResNet stage); use structure: channels")
 
+    keep_one = int(spec.is_text and len(cost) == len(_layers(m, spec)))  # an encoder keeps one layer at least
+
     def within(counts) -> bool:
         return (max_macs is None or counts[0] <= max_macs) and (max_params is None or counts[1] <= max_params)
+
+    def score(name: str) -> float:
+        return _damage(m, name, x, reference, stand_in) / max(cost[name][0], 1)
 
     x = calibration[0][:CALIBRATION].to(next(m.parameters()).device)
     with torch.no_grad():
         reference = F.log_softmax(m(x).float(), dim=-1)
     macs, params = count_macs_params(m, spec)
-    # A block's cost does not depend on which others go: count each once, on the input it gets.
-    saved = {n: tp.utils.count_ops_and_params(m.get_submodule(n), inp) for n, inp in candidates.items()}
-    score = {n: _damage(m, n, x, reference) / max(saved[n][0], 1) for n in candidates}
+    scores = {n: score(n) for n in cost}
     while not within((macs, params)):
-        if not score:
+        if len(scores) <= keep_one:
             wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
             raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached by removing blocks "
                             f"({macs:,} MACs with every removable block gone); relax the budget or use "
@@ -140,11 +163,15 @@ def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = 
         # Lazy greedy: scores only grow as the network gets shallower (mostly), so re-score the best stale one
         # until it stays best; a few forward passes per removal instead of one per candidate.
         fresh = set()
-        while (best := min(score, key=score.get)) not in fresh:
-            score[best] = _damage(m, best, x, reference) / max(saved[best][0], 1)
+        while (best := min(scores, key=scores.get)) not in fresh:
+            scores[best] = score(best)
             fresh.add(best)
-        drop(m, [best])
-        del score[best]
-        macs, params = macs - saved[best][0], params - saved[best][1]
+        _replace(m, best, stand_in())
+        del scores[best]
+        macs, params = macs - cost[best][0], params - cost[best][1]
+    if spec.is_text:  # the encoder keeps its other layers, renumbered, and the config says how many
+        from edgedistill.models import hf
+
+        hf.keep_layers(m, [i for i, layer in enumerate(hf.layers(m.hf)) if not isinstance(layer, SkippedLayer)])
     m.train(was_training)
     return m

@@ -250,3 +250,32 @@ def test_text_run_resumes_and_reports_token_inputs(run, files):
     assert report["usage"]["pad_id"] == 0
     page = (out / "report.html").read_text()
     assert "MLMultiArray(shape: [1, 32], dataType: .int32)" in page and "LongBuffer.allocate(1 * 32)" in page
+
+
+def test_depth_pruned_transformer_reloads_with_from_pretrained(files, tmp_path):
+    from edgedistill import head_pruning
+    from edgedistill.depth_pruning import prune_blocks
+    from edgedistill.errors import UserError
+    from edgedistill.models import ModelSpec, count_macs_params, hf
+    from edgedistill.pruning import reshape_to
+
+    model = hf.load_classifier(files["teacher"], ["neg", "pos"], 0).eval()
+    head_pruned = head_pruning.prune_copy(model, 0.5, importance="l2", round_to=1, global_pruning=True).eval()  # heads differ per layer
+    spec = ModelSpec(task="text-classification", input_shape=(16,), num_classes=2, labels=("neg", "pos"),
+                     mean=(), std=())
+    ids = torch.randint(5, 67, (8, 16))
+    base_macs = count_macs_params(head_pruned, spec)[0]
+    pruned = prune_blocks(head_pruned, spec, max_macs=0.6 * base_macs, ignore=["hf.bert.encoder.layer.3"],
+                          calibration=(ids,)).eval()
+    heads = hf.shape(head_pruned)["heads"]
+    assert count_macs_params(pruned, spec)[0] <= 0.6 * base_macs and hf.shape(pruned)["layers"] == 2
+    assert hf.shape(pruned)["heads"][-1] == heads[3]  # the ignored last layer stayed, renumbered
+    assert hf.shape(pruned)["heads"] in ([heads[i], heads[3]] for i in range(3))
+    pruned.hf.save_pretrained(tmp_path / "p")
+    reloaded = hf.load_classifier(tmp_path / "p", ["neg", "pos"], 0).eval()
+    assert torch.allclose(pruned(ids), reloaded(ids), atol=1e-6)
+    fresh = hf.load_classifier(files["teacher"], ["neg", "pos"], 0)
+    reshape_to(fresh, pruned.state_dict())
+    assert torch.allclose(fresh.eval()(ids), pruned(ids), atol=1e-6)
+    with pytest.raises(UserError, match="cannot be reached by removing blocks"):  # one layer always stays
+        prune_blocks(model, spec, max_macs=1, calibration=(ids,))

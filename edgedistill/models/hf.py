@@ -180,16 +180,23 @@ def build_student(teacher: TextClassifier, *, num_layers: int | None, init_layer
 # ---------------------------------------------------------------- size and shape
 
 
+def layer_macs(layer: nn.Module, seq_len: int) -> int:
+    """One encoder layer's multiply-accumulates for `seq_len` tokens: its linear layers and the two attention
+    matmuls (scores and context), which a module-hook counter misses."""
+    linear = sum(m.in_features * m.out_features for m in layer.modules() if isinstance(m, nn.Linear))
+    return seq_len * linear + 2 * seq_len * seq_len * layer.attention.self.all_head_size
+
+
 def transformer_macs(module: TextClassifier, seq_len: int) -> int:
-    """Multiply-accumulates for one sequence of `seq_len` tokens: every linear layer (Q, K, V, output, FFN,
-    pooler, head) and the two attention matmuls (scores and context), which a module-hook counter misses."""
-    macs = 0
+    """Multiply-accumulates for one sequence of `seq_len` tokens: every encoder layer, then the pooler and
+    head on the first token."""
+    stack = layers(module.hf)
+    inside = {id(m) for layer in stack for m in layer.modules()}
+    macs = sum(layer_macs(layer, seq_len) for layer in stack)
     for name, m in module.hf.named_modules():
-        if isinstance(m, nn.Linear):
-            tokens = 1 if ("pooler" in name or "classifier" in name) else seq_len  # first token only
+        if isinstance(m, nn.Linear) and id(m) not in inside:
+            tokens = 1 if ("pooler" in name or "classifier" in name) else seq_len
             macs += m.in_features * m.out_features * tokens
-    for layer in layers(module.hf):
-        macs += 2 * seq_len * seq_len * layer.attention.self.all_head_size
     return int(macs)
 
 
@@ -220,6 +227,18 @@ def keep_ffn(module: TextClassifier, keep: dict[int, torch.Tensor]) -> None:
     module.hf.config.intermediate_size = sizes.pop()
 
 
+def keep_layers(module: TextClassifier, keep: list[int]) -> None:
+    """Keep only the encoder layers `keep`, in that order, in place: the layer list, config.num_hidden_layers
+    and the layer numbers in config.pruned_heads follow, so save_pretrained/from_pretrained see the shallower
+    model."""
+    stack = layers(module.hf)
+    base(module.hf).encoder.layer = nn.ModuleList([stack[i] for i in keep])
+    config = module.hf.config
+    config.num_hidden_layers = len(keep)
+    pruned = {int(k): v for k, v in (config.pruned_heads or {}).items()}
+    config.pruned_heads = {new: pruned[old] for new, old in enumerate(keep) if old in pruned}
+
+
 def prune_heads(module: TextClassifier, heads: dict[int, list[int]]) -> None:
     """Remove attention heads (transformers rewrites the modules and records config.pruned_heads, which
     from_pretrained replays)."""
@@ -229,8 +248,12 @@ def prune_heads(module: TextClassifier, heads: dict[int, list[int]]) -> None:
 
 
 def reshape_to(module: TextClassifier, state: dict) -> None:
-    """Give a freshly built student the head counts and FFN width found in a pruned state_dict (the values
-    come from load_state_dict afterwards)."""
+    """Give a freshly built student the depth, head counts and FFN width found in a pruned state_dict (the
+    values come from load_state_dict afterwards)."""
+    prefix = f"hf.{module.hf.base_model_prefix}.encoder.layer."
+    depth = 1 + max(int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix))
+    if depth < len(layers(module.hf)):  # layers removed by depth pruning: the first ones take their names
+        keep_layers(module, list(range(depth)))
     size = head_size(module)
     cut, ffn = {}, {}
     for i, layer in enumerate(layers(module.hf)):

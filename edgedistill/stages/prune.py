@@ -35,7 +35,7 @@ def validate(recipe, target) -> None:
 
 def _measure(ctx, cfg, handle, step: int) -> dict:
     record = {"step": step, "channels": widths(handle.module)[:-1], **evaluate(handle, ctx)}
-    if cfg.structure == "blocks":
+    if cfg.structure == "blocks" and not handle.spec.is_text:  # a transformer's layer count is in its widths
         record["removed_blocks"] = depth_pruning.removed_blocks(handle.module)
     if cfg.measure_latency or cfg.latency_ms:
         lat = latency.measure(handle.module, handle.spec, ctx.target, repeats=200)
