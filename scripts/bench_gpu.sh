@@ -2,7 +2,8 @@
 # The GPU rows of BENCHMARKS.md in one go on one CUDA GPU, small models side by side (one process each).
 #
 #   scripts/bench_gpu.sh cifar PATH/cifar10_jpeg.npz OUT   # KD throughput, ResNet-56 -> ResNet-20 KD x 3 seeds,
-#                                                          # ResNet-56 pruned 2x with KD vs CE recovery
+#                                                          # ResNet-56 pruned 2x (channels; blocks) with KD vs
+#                                                          # CE recovery
 #   scripts/bench_gpu.sh mnist PATH/mnist.npz OUT          # Hinton's MNIST table
 #
 # Schedules come from the environment: TEACHER_EPOCHS (30), EPOCHS (20), PRUNE_EPOCHS (40), MNIST_EPOCHS (200),
@@ -29,6 +30,9 @@ cifar)
         $py scripts/bench_prune.py recovery --data "$data" --teacher-checkpoint "$teacher/model.pt" --jobs 2 \
             --macs-ratio 0.5 --target "${PRUNE_TARGET:-x86-avx512-vnni}" --no-latency --epochs "${PRUNE_EPOCHS:-40}" \
             --out "$out/prune" >"$out/prune.log" 2>&1 &
+        $py scripts/bench_prune.py recovery --data "$data" --teacher-checkpoint "$teacher/model.pt" --jobs 2 \
+            --macs-ratio 0.5 --structure blocks --no-latency --epochs "${PRUNE_EPOCHS:-40}" \
+            --out "$out/prune-blocks" >"$out/prune-blocks.log" 2>&1 &
     fi
     wait
     ;;
