@@ -93,9 +93,10 @@ def latency(args) -> dict:
             else:
                 pruned, _ = prune_to_budget(pruned, spec, max_macs=budget, round_to=round_to,
                                             global_pruning=args.scope == "global")
-    out = {"arch": args.arch, "macs_ratio_budget": args.macs_ratio, "structure": args.structure, "round_to": round_to,
-           "scope": args.scope,
-           "steps": args.steps, "target": args.target, **_time({"unpruned": base, "pruned": pruned}, spec, args)}
+    how = ({"checkpoint": str(args.checkpoint)} if args.checkpoint else  # else: what pruned the architecture
+           {"macs_ratio_budget": args.macs_ratio, "structure": args.structure, "round_to": round_to, "scope": args.scope,
+            "steps": args.steps, "target": args.target})
+    out = {"arch": args.arch, **how, **_time({"unpruned": base, "pruned": pruned}, spec, args)}
     out["pruned"]["widths"] = widths(pruned)
     print(f"{args.arch}: MACs {out['unpruned']['macs']:,} -> {out['pruned']['macs']:,} "
           f"({out['unpruned']['macs'] / out['pruned']['macs']:.2f}x fewer), params {out['unpruned']['params']:,} -> "
