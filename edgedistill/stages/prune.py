@@ -1,7 +1,7 @@
 """prune: remove whole channels/neurons (widths rounded to the target's channel multiple), or whole residual
 blocks, until the budgets hold, step by step with the teacher healing the student in between, and measure
-every step: MACs, params, held-out accuracy and the latency of an exported copy. A step that removed MACs but did not make the export
-faster is flagged "pruned but not faster"."""
+every step: MACs, params, held-out accuracy and the latency of an exported copy. A step that removed MACs
+but did not make the export faster is flagged "pruned but not faster"."""
 
 from __future__ import annotations
 
