@@ -36,24 +36,26 @@ def _holds_weights(module: nn.Module) -> bool:
     return any(p.dim() >= 2 for p in module.parameters())
 
 
+def _children(model: nn.Module):
+    """(path, module) of every child of an `nn.Sequential` that holds conv/linear weights: the candidates."""
+    for seq_name, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            for child_name, child in seq.named_children():
+                if _holds_weights(child):
+                    yield (f"{seq_name}.{child_name}" if seq_name else child_name), child
+
+
 def removable_blocks(model: nn.Module, spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """The children of `nn.Sequential` containers that hold conv/linear weights and map one tensor to one of
-    the same shape, in forward order: name -> the input it got from one example."""
+    """The candidates that map one tensor to one of the same shape, in forward order: name -> the input it
+    got from one example."""
     seen: dict[str, torch.Tensor | None] = {}
     hooks = []
-    for seq_name, seq in model.named_modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        for child_name, child in seq.named_children():
-            if isinstance(child, RemovedBlock) or not _holds_weights(child):
-                continue
-            name = f"{seq_name}.{child_name}" if seq_name else child_name
-
-            def hook(_m, inputs, output, name=name):
-                ok = (len(inputs) == 1 and isinstance(inputs[0], torch.Tensor)
-                      and isinstance(output, torch.Tensor) and output.shape == inputs[0].shape)
-                seen[name] = inputs[0] if ok else None
-            hooks.append(child.register_forward_hook(hook))
+    for name, child in _children(model):
+        def hook(_m, inputs, output, name=name):
+            ok = (len(inputs) == 1 and isinstance(inputs[0], torch.Tensor)
+                  and isinstance(output, torch.Tensor) and output.shape == inputs[0].shape)
+            seen[name] = inputs[0] if ok else None
+        hooks.append(child.register_forward_hook(hook))
     was_training = model.training
     model.eval()
     try:
@@ -70,21 +72,14 @@ def removed_blocks(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, RemovedBlock)]
 
 
-def drop_absent(model: nn.Module, state_dict: dict) -> nn.Module:
-    """Drop, in place, the blocks of `model` that a block-pruned `state_dict` no longer holds."""
-    names = [f"{s}.{c}" if s else c for s, seq in model.named_modules() if isinstance(seq, nn.Sequential)
-             for c, child in seq.named_children() if _holds_weights(child)]
-    return drop(model, [n for n in names if not any(k.startswith(f"{n}.") for k in state_dict)])
-
-
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def drop(model: nn.Module, names) -> nn.Module:
-    """`model` with the named blocks replaced by RemovedBlock, in place."""
-    for name in names:
+def drop_absent(model: nn.Module, state_dict: dict) -> nn.Module:
+    """Replace, in place, the blocks that a block-pruned `state_dict` no longer holds by RemovedBlock."""
+    for name in [n for n, _ in _children(model) if not any(k.startswith(f"{n}.") for k in state_dict)]:
         _replace(model, name, RemovedBlock())
     return model
 
@@ -125,26 +120,23 @@ def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = 
         raise ValueError("block pruning needs a calibration batch")
     import torch_pruning as tp
 
-    from edgedistill.pruning import check_ignore
+    from edgedistill.pruning import budget_text, check_ignore, within_budget
 
     check_ignore(model, ignore)
     m = copy.deepcopy(model)
     was_training = m.training
     m.eval()
     if spec.is_text:
-        cost, stand_in = _layers(m, spec), SkippedLayer
+        every, stand_in = _layers(m, spec), SkippedLayer
     else:  # a block's cost does not depend on which others go: count each once, on the input it gets
-        cost = {n: tp.utils.count_ops_and_params(m.get_submodule(n), inp) for n, inp in removable_blocks(m, spec).items()}
+        every = {n: tp.utils.count_ops_and_params(m.get_submodule(n), inp)
+                 for n, inp in removable_blocks(m, spec).items()}
         stand_in = RemovedBlock
-    cost = {n: c for n, c in cost.items() if not any(n == i or n.startswith(f"{i}.") for i in ignore)}
+    cost = {n: c for n, c in every.items() if not any(n == i or n.startswith(f"{i}.") for i in ignore)}
     if not cost:
         raise UserError("stages.prune.structure: blocks found no removable block (a shape-preserving block with "
                         "weights inside an nn.Sequential, e.g. a ResNet stage); use structure: channels")
-
-    keep_one = int(spec.is_text and len(cost) == len(_layers(m, spec)))  # an encoder keeps one layer at least
-
-    def within(counts) -> bool:
-        return (max_macs is None or counts[0] <= max_macs) and (max_params is None or counts[1] <= max_params)
+    keep_one = int(spec.is_text and len(cost) == len(every))  # an encoder keeps one layer at least
 
     def score(name: str) -> float:
         return _damage(m, name, x, reference, stand_in) / max(cost[name][0], 1)
@@ -154,12 +146,11 @@ def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = 
         reference = F.log_softmax(m(x).float(), dim=-1)
     macs, params = count_macs_params(m, spec)
     scores = {n: score(n) for n in cost}
-    while not within((macs, params)):
+    while not within_budget((macs, params), max_macs, max_params):
         if len(scores) <= keep_one:
-            wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
-            raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached by removing blocks "
-                            f"({macs:,} MACs with every removable block gone); relax the budget or use "
-                            "structure: channels")
+            raise UserError(f"stages.prune: the budget ({budget_text(max_macs, max_params)}) cannot be reached by "
+                            f"removing blocks ({macs:,} MACs with every removable block gone); relax the budget or "
+                            "use structure: channels")
         # Lazy greedy: scores only grow as the network gets shallower (mostly), so re-score the best stale one
         # until it stays best; a few forward passes per removal instead of one per candidate.
         fresh = set()

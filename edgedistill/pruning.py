@@ -22,6 +22,15 @@ def _importance(kind: str):
     return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
 
 
+def within_budget(counts: tuple[int, int], max_macs: float | None, max_params: float | None) -> bool:
+    macs, params = counts
+    return (max_macs is None or macs <= max_macs) and (max_params is None or params <= max_params)
+
+
+def budget_text(max_macs: float | None, max_params: float | None) -> str:
+    return ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
+
+
 def check_ignore(model: nn.Module, ignore) -> None:
     modules = dict(model.named_modules())
     unknown = [n for n in ignore if n not in modules]
@@ -88,8 +97,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
     was_training = model.training
 
     def within(counts: tuple[int, int]) -> bool:
-        macs, params = counts
-        return (max_macs is None or macs <= max_macs) and (max_params is None or params <= max_params)
+        return within_budget(counts, max_macs, max_params)
 
     def fits(m: nn.Module) -> bool:
         return within(count_macs_params(m, spec))
@@ -117,9 +125,9 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
                                round_to=round_to, ignore=ignore, global_pruning=global_pruning,
                                calibration=calibration, grid=grid, iters=iters, depth=depth + 1)
     if best is None:
-        wanted = ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
-        raise UserError(f"stages.prune: the budget ({wanted}) cannot be reached with channels rounded to "
-                        f"{round_to} and these layers kept; relax the budget or lower stages.prune.round_to")
+        raise UserError(f"stages.prune: the budget ({budget_text(max_macs, max_params)}) cannot be reached with "
+                        f"channels rounded to {round_to} and these layers kept; relax the budget or lower "
+                        "stages.prune.round_to")
     for _ in range(iters):  # lo is infeasible (or 0), hi feasible
         mid = (lo + hi) / 2
         candidate = prune(model, mid)

@@ -81,9 +81,7 @@ def latency(args) -> dict:
     spec = ModelSpec(*SPEC_ARGS)
     base = build_model(args.arch, None, spec.input_shape, 10).eval()
     if args.checkpoint:  # a trained pruned model: rebuild its widths, load its weights
-        pruned = copy.deepcopy(base)
-        reshape_to(pruned, io.load_torch(args.checkpoint))
-        pruned.load_state_dict(io.load_torch(args.checkpoint))
+        pruned = reshape_to(copy.deepcopy(base), io.load_torch(args.checkpoint))  # loads the weights too
     else:
         pruned, base_macs = base, count_macs_params(base, spec)[0]
         for i in range(1, args.steps + 1):  # the prune stage's schedule: budget ratio ** (i / steps) of the base

@@ -128,7 +128,8 @@ def run(ctx, state, stage_dir):
     first = steps[0]
     state.records["prune"] = {
         "name": "prune", **evaluate(state.student, ctx, state), "history": history,
-        "channels": state.student.channels, "structure": cfg.structure, "round_to": round_to, "importance": cfg.importance, "scope": cfg.scope,
+        "channels": state.student.channels, "structure": cfg.structure, "round_to": round_to,
+        "importance": cfg.importance, "scope": cfg.scope,
         "budget": {"macs_ratio": cfg.macs_ratio, "params_ratio": cfg.params_ratio, "latency_ms": cfg.latency_ms},
         "macs_before": first["macs"], "params_before": first["params"], "accuracy_before": first["accuracy"],
         "macs_kept": final["macs"] / first["macs"], "accuracy_before_recovery": steps[-1]["accuracy"],
