@@ -61,6 +61,21 @@ def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: 
     return m
 
 
+def prune_step(model: nn.Module, spec: ModelSpec, cfg, *, round_to: int, calibration,
+               max_macs: float | None = None, max_params: float | None = None) -> nn.Module:
+    """A copy of `model` pruned to the budgets by the prune stage's settings (`cfg`): whole channels, heads and
+    neurons (`structure: channels`, widths rounded to `round_to`) or whole residual blocks / encoder layers
+    (`structure: blocks`)."""
+    if cfg.structure == "blocks":
+        from edgedistill.depth_pruning import prune_blocks
+
+        return prune_blocks(model, spec, max_macs=max_macs, max_params=max_params, ignore=cfg.ignore,
+                            calibration=calibration)
+    return prune_to_budget(model, spec, max_macs=max_macs, max_params=max_params, importance=cfg.importance,
+                           round_to=round_to, ignore=cfg.ignore, global_pruning=cfg.scope == "global",
+                           calibration=calibration)[0]
+
+
 def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = None,
                     max_params: float | None = None, importance: str = "l2", round_to: int = 1,
                     ignore: list[str] = (), global_pruning: bool = True, calibration=None,

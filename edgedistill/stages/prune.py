@@ -10,13 +10,12 @@ import json
 from edgedistill import depth_pruning, io, latency
 from edgedistill.errors import RefusedError, UserError
 from edgedistill.models import count_macs_params
-from edgedistill.pruning import prune_to_budget, reshape_to, widths
+from edgedistill.pruning import prune_step, reshape_to, widths
 from edgedistill.stages.common import evaluate, make_task, train
 from edgedistill.targets import host_conv_block
 
 USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
-
 
 
 def not_applicable(recipe) -> str | None:
@@ -25,6 +24,7 @@ def not_applicable(recipe) -> str | None:
 
         return NOT_APPLICABLE
     return None
+
 
 def validate(recipe, target) -> None:
     """Checked before any stage runs: a latency budget needs a target this machine can time."""
@@ -65,8 +65,7 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     spec = state.student.spec
     base_macs, base_params = count_macs_params(state.student.module, spec)
     steps = [_measure(ctx, cfg, state.student, 0)]
-    kw = dict(importance=cfg.importance, round_to=round_to, ignore=cfg.ignore, global_pruning=cfg.scope == "global",
-              calibration=(ctx.data.x_train[:256], ctx.data.y_train[:256]))
+    calibration = (ctx.data.x_train[:256], ctx.data.y_train[:256])
     n_steps = cfg.max_steps if cfg.latency_ms else cfg.steps
     for i in range(1, n_steps + 1):
         if cfg.latency_ms:
@@ -74,11 +73,8 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
         else:
             budget = {"max_macs": base_macs * cfg.macs_ratio ** (i / n_steps) if cfg.macs_ratio else None,
                       "max_params": base_params * cfg.params_ratio ** (i / n_steps) if cfg.params_ratio else None}
-        if cfg.structure == "blocks":
-            state.student.module = depth_pruning.prune_blocks(state.student.module, spec, **budget, ignore=cfg.ignore,
-                                                              calibration=kw["calibration"])
-        else:
-            state.student.module, _ = prune_to_budget(state.student.module, spec, **budget, **kw)
+        state.student.module = prune_step(state.student.module, spec, cfg, round_to=round_to,
+                                          calibration=calibration, **budget)
         if cfg.step_epochs and (cfg.latency_ms or i < n_steps):  # the last planned step heals in the final recovery
             _recover(ctx, state, cfg, stage_dir, f"checkpoint_step{i}.pt", cfg.step_epochs)
         steps.append(_measure(ctx, cfg, state.student, i))
