@@ -4,6 +4,7 @@ shallower student built from it, and the two measurements every stage needs (per
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -133,19 +134,29 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32) -> float:
-    """exp(mean token negative log-likelihood) over every predicted token that is not padding (the first
-    token of each row is only context)."""
+def next_tokens(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor,
+                batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Teacher-forced predictions at every position whose next token is not padding (padding on either side;
+    the first token of each row is only context): (argmax (M,), targets (M,), summed negative log-likelihood)."""
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    preds, targets, nll = [], [], 0.0
     for i in range(0, len(ids), batch_size):
-        x, m = ids[i : i + batch_size].to(device), attention_mask[i : i + batch_size].to(device)
+        m = attention_mask[i : i + batch_size]
+        width = int(m.any(0).nonzero().max()) + 1  # drop the columns that are padding in every row
+        x, m = ids[i : i + batch_size, :width].to(device), m[:, :width].to(device)
         logits = model(input_ids=x, attention_mask=m, position_ids=positions(m)).logits[:, :-1].float()
         keep = (m[:, 1:] * m[:, :-1]).bool()
-        nll = torch.nn.functional.cross_entropy(logits[keep], x[:, 1:][keep], reduction="sum")
-        total, count = total + float(nll), count + int(keep.sum())
-    return float(torch.exp(torch.tensor(total / max(count, 1))))
+        preds.append(logits[keep].argmax(-1).cpu())
+        targets.append(x[:, 1:][keep].cpu())
+        nll += float(torch.nn.functional.cross_entropy(logits[keep], x[:, 1:][keep], reduction="sum"))
+    return torch.cat(preds), torch.cat(targets), nll
+
+
+def perplexity(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32) -> float:
+    """exp(mean token negative log-likelihood) over every predicted token that is not padding."""
+    _, targets, nll = next_tokens(model, ids, attention_mask, batch_size)
+    return math.exp(nll / max(len(targets), 1))
 
 
 @torch.no_grad()

@@ -18,23 +18,9 @@ NOT_APPLICABLE = "not applicable to causal language models yet: export quantizes
 FP32_MIN_MATCH = 0.99  # greedy tokens an fp32 export must decode as torch does (a near-tie may flip one)
 
 
-@torch.no_grad()
 def next_token(model, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 64):
     """Teacher-forced predictions at every position that has a next token: (argmax (M,), targets (M,), NLL sum)."""
-    model.eval()
-    device = next(model.parameters()).device
-    preds, targets, nll = [], [], 0.0
-    for i in range(0, len(ids), batch_size):
-        n = lengths[i : i + batch_size].to(device)
-        x = ids[i : i + batch_size, : int(n.max())].to(device)
-        m = corpus.mask_of(n, x.shape[1])
-        logits = model(input_ids=x, attention_mask=m).logits[:, :-1].float()
-        keep = m[:, 1:].bool()
-        preds.append(logits[keep].argmax(-1).cpu())
-        targets.append(x[:, 1:][keep].cpu())
-        nll += float(torch.nn.functional.cross_entropy(logits[keep], x[:, 1:][keep], reduction="sum"))
-    preds, targets = torch.cat(preds), torch.cat(targets)
-    return preds, targets, nll
+    return lm.next_tokens(model, ids, corpus.mask_of(lengths, ids.shape[1]), batch_size)
 
 
 def evaluate(handle, ctx, state=None) -> dict:
