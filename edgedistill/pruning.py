@@ -114,9 +114,6 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
     def within(counts: tuple[int, int]) -> bool:
         return within_budget(counts, max_macs, max_params)
 
-    def fits(m: nn.Module) -> bool:
-        return within(count_macs_params(m, spec))
-
     model_counts = count_macs_params(model, spec)
     if within(model_counts):
         return copy.deepcopy(model), 0.0
@@ -146,7 +143,7 @@ def prune_to_budget(model: nn.Module, spec: ModelSpec, *, max_macs: float | None
     for _ in range(iters):  # lo is infeasible (or 0), hi feasible
         mid = (lo + hi) / 2
         candidate = prune(model, mid)
-        if fits(candidate):
+        if within(count_macs_params(candidate, spec)):
             best, hi = candidate, mid
         else:
             lo = mid

@@ -250,8 +250,9 @@ def prune_heads(module: TextClassifier, heads: dict[int, list[int]]) -> None:
 def reshape_to(module: TextClassifier, state: dict) -> None:
     """Give a freshly built student the depth, head counts and FFN width found in a pruned state_dict (the
     values come from load_state_dict afterwards)."""
-    depth = sum(f"{layer_path(module, i)}.attention.self.query.weight" in state for i in range(len(layers(module.hf))))
-    if depth < len(layers(module.hf)):  # layers removed by depth pruning: the first ones take their names
+    n = len(layers(module.hf))
+    depth = sum(f"{layer_path(module, i)}.attention.self.query.weight" in state for i in range(n))
+    if depth < n:  # layers removed by depth pruning: the first ones take their names
         keep_layers(module, list(range(depth)))
     size = head_size(module)
     cut, ffn = {}, {}
