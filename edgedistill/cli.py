@@ -163,10 +163,14 @@ def check(
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory made by `compress`.")) -> None:
-    """Regenerate report.json, report.md and report.html from a run's recorded data."""
+    """Regenerate report.json, report.md and report.html from a run's recorded data. The first line says how the
+    run ended; exit status 3 when a stage refused its result (as `compress` did), 0 otherwise."""
     from edgedistill.report import regenerate
 
-    typer.echo(regenerate(run_dir))
+    data = regenerate(run_dir)
+    typer.echo(data["summary"])
+    if data["status"]["state"] == "refused":
+        raise typer.Exit(3)
 
 
 def main() -> None:

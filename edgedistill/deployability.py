@@ -211,8 +211,44 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
 
 
 def check_file(path: str | Path, target) -> dict:
-    """check() on the operators of an .onnx, .ort or .mlpackage; adds {"model": path}."""
-    return {"model": str(path), **check(read_graph(path), target)}
+    """check() on the operators of an .onnx, .ort or .mlpackage, and on an int8 file's weights where the target's
+    kernels saturate (int8_weights); adds {"model": path}."""
+    result = {"model": str(path), **check(read_graph(path), target)}
+    int8_weights(Path(path), target, result)
+    return result
+
+
+def int8_weights(path: Path, target, result: dict) -> None:
+    """Flag u8 x s8 layers whose weight pairs overflow int16 in the target's kernels (x86 without VNNI:
+    edgedistill.int8_arithmetic): such a file runs, but computes wrong results."""
+    from edgedistill.int8_arithmetic import DESCRIPTIONS, INT16_MAX, PAIR_SATURATING, saturation_findings, u8s8_weights
+
+    if target.arithmetic != PAIR_SATURATING or target.runtime == "coreml":
+        return
+    if path.suffix == ".ort":
+        result["notes"].append(f"int8 weight pairs are read from .onnx files: check the .onnx this .ort came from "
+                               f"({target.name}: {DESCRIPTIONS[PAIR_SATURATING]})")
+        return
+    if path.suffix != ".onnx":
+        return
+    import onnx
+
+    model = onnx.load(str(path))
+    findings = saturation_findings(model)
+    if not findings:
+        if u8s8_weights(model):
+            result["notes"].append(f"int8 weights fit {target.name}'s kernels: no pair of u8*s8 products can "
+                                   "overflow int16")
+        return
+    worst = max(findings, key=lambda f: f["worst_pair"])
+    result["unsupported"].append({
+        "op": "int8 weight pairs", "count": len(findings),
+        "why": f"{len(findings)} of {len(u8s8_weights(model))} u8 x s8 layers hold weights whose pairs of products "
+               f"overflow int16 in {target.name}'s kernels (x86 without VNNI), e.g. {worst['node']}: "
+               f"{worst['saturating_rows']} of {worst['rows']} output channels, pairs up to {worst['worst_pair']:,} "
+               f"> {INT16_MAX:,}: it runs but computes wrong results; re-quantize with 7-bit weights (ONNX Runtime's "
+               f"reduce_range=True, NNCF's overflow_fix; `edgedistill compress --target {target.name}` does)"})
+    result["ok"] = False
 
 
 def _names(by_domain: dict | None) -> set[str]:

@@ -9,6 +9,7 @@ directory must be on storage every rank can read (a shared file system across no
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -39,6 +40,33 @@ def init_from_env() -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def failures_shared():
+    """Ends with a barrier that carries failures. A user error or refusal raised inside on any rank (rank 0
+    alone runs preflight, export, bench and report while the others wait) is raised on every rank at the end,
+    so each exits with the first failing rank's one-line message and exit code instead of dying in a broken
+    collective with a traceback."""
+    from edgedistill.errors import RefusedError, UserError
+
+    error = None
+    try:
+        yield
+    except (UserError, RefusedError) as e:
+        if world_size() <= 1:
+            raise
+        error = e
+    if world_size() <= 1:
+        return
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, None if error is None else (isinstance(error, RefusedError), str(error)))
+    first = next((g for g in gathered if g is not None), None)
+    if error is not None:
+        raise error
+    if first is not None:
+        refused, message = first
+        raise (RefusedError if refused else UserError)(message)
 
 
 def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:

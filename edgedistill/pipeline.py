@@ -4,7 +4,8 @@ OUT/
   recipe.resolved.yaml     the recipe as validated, with every default filled in
   events.jsonl             one JSON object per event, for tools and CI
   NN-stage/                each stage's files; `done.json` is written last, atomically, and marks
-                           the stage finished for the fingerprint it records
+                           the stage finished for the fingerprint it records; `refused.json` instead
+                           when the stage refused its own result (exit 3)
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ import torch
 
 from edgedistill import distributed, environment, io
 from edgedistill.data import DataBundle, load_data
+from edgedistill.errors import RefusedError
 from edgedistill.models import ModelHandle
 from edgedistill.recipe import Recipe
 from edgedistill.targets import TargetProfile
+
+
+REFUSED = "refused.json"
 
 
 @dataclass
@@ -132,56 +137,77 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         for name, stage in _stages():  # recipe x target conflicts, before any training
             if getattr(recipe.stages, name).enabled and hasattr(stage, "validate"):
                 stage.validate(recipe, target)
-        if distributed.is_main() and recipe.stages.export.enabled:
-            from edgedistill import preflight
+        with distributed.failures_shared():  # rank 0 has locked and cleaned the run directory
+            if distributed.is_main() and recipe.stages.export.enabled:
+                from edgedistill import preflight
 
-            preflight.run(ctx)
-        distributed.barrier()  # rank 0 has locked and cleaned the run directory
+                preflight.run(ctx)
         ctx.event("run_start", target=target.name, recipe=recipe.name, device=str(ctx.device))
-        state = State()
-        fingerprint = ""
-        stages = _stages()
-        for index, (name, stage) in enumerate(stages, start=1):
-            cfg = getattr(recipe.stages, name)
-            fingerprint = _fingerprint(fingerprint, recipe, target, name, getattr(stage, "USES_TARGET", False))
-            stage_dir = out / f"{index:02d}-{name}"
-            label = f"[{index}/{len(stages)}] {name}"
-            off = "disabled in the recipe" if not cfg.enabled else getattr(stage, "not_applicable", lambda r: None)(recipe)
-            if off:
-                fingerprint += "-off"
-                ctx.log(f"{label}: {off}")
-                continue
-            done = stage_dir / "done.json"
-            main_only = getattr(stage, "MAIN_ONLY", False)
-            if main_only and not distributed.is_main():
-                continue  # export, bench, report: files only rank 0 writes; the others wait at the end
-            if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-                state.records[name] = json.loads((stage_dir / "result.json").read_text())
-                state = stage.restore(ctx, state, stage_dir)
-                ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
-                ctx.event("stage_skipped", stage=name)
-                continue
-            if distributed.is_main():
-                _prepare_dir(stage_dir, fingerprint)
-            if not main_only:
-                distributed.barrier()
-            torch.manual_seed(recipe.seed * 1000 + index)
-            ctx.log(f"{label}: running")
-            ctx.event("stage_start", stage=name)
-            t0 = time.perf_counter()
-            state = stage.run(ctx, state, stage_dir)
-            record = state.records.setdefault(name, {})
-            record["wall_s"] = round(time.perf_counter() - t0, 3)
-            io.write_json(stage_dir / "result.json", record)
-            io.write_json(done, {"fingerprint": fingerprint, "finished": time.time()})
-            ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
-            acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
-            ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
-            if not main_only:
-                distributed.barrier()  # done.json is written before any rank moves on
-        distributed.barrier()
+        with distributed.failures_shared():
+            state = _run_stages(ctx, recipe, target, out)
         ctx.event("run_done")
         return state
+
+
+def _run_stages(ctx: Context, recipe: Recipe, target: TargetProfile, out: Path) -> State:
+    state = State()
+    fingerprint = ""
+    stages = _stages()
+    for index, (name, stage) in enumerate(stages, start=1):
+        cfg = getattr(recipe.stages, name)
+        fingerprint = _fingerprint(fingerprint, recipe, target, name, getattr(stage, "USES_TARGET", False))
+        stage_dir = out / f"{index:02d}-{name}"
+        label = f"[{index}/{len(stages)}] {name}"
+        off = "disabled in the recipe" if not cfg.enabled else getattr(stage, "not_applicable", lambda r: None)(recipe)
+        if off:
+            fingerprint += "-off"
+            ctx.log(f"{label}: {off}")
+            continue
+        done = stage_dir / "done.json"
+        main_only = getattr(stage, "MAIN_ONLY", False)
+        if main_only and not distributed.is_main():
+            continue  # export, bench, report: files only rank 0 writes; the others wait at the end
+        if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+            state.records[name] = json.loads((stage_dir / "result.json").read_text())
+            state = stage.restore(ctx, state, stage_dir)
+            ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
+            ctx.event("stage_skipped", stage=name)
+            continue
+        if distributed.is_main():
+            _prepare_dir(stage_dir, fingerprint)
+        if not main_only:
+            distributed.barrier()
+        torch.manual_seed(recipe.seed * 1000 + index)
+        ctx.log(f"{label}: running")
+        ctx.event("stage_start", stage=name)
+        t0 = time.perf_counter()
+        try:
+            state = stage.run(ctx, state, stage_dir)
+        except RefusedError as e:
+            _record_refusal(ctx, name, stage_dir, e)
+            raise
+        record = state.records.setdefault(name, {})
+        record["wall_s"] = round(time.perf_counter() - t0, 3)
+        io.write_json(stage_dir / "result.json", record)
+        io.write_json(done, {"fingerprint": fingerprint, "finished": time.time()})
+        ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
+        acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
+        ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
+        if not main_only:
+            distributed.barrier()  # done.json is written before any rank moves on
+    return state
+
+
+def _record_refusal(ctx: Context, name: str, stage_dir: Path, error: Exception) -> None:
+    """NN-stage/refused.json, then the report, which opens with it: a refused run says so in its own files."""
+    if not distributed.is_main():
+        return
+    io.write_json(stage_dir / REFUSED, {"stage": name, "message": str(error), "exit_code": 3})
+    ctx.event("stage_refused", stage=name, message=str(error))
+    from edgedistill import report
+
+    with contextlib.suppress(Exception):  # the refusal itself is what the user must see
+        report.write(ctx.out, report.build(ctx.out))
 
 
 def _prepare_dir(stage_dir: Path, fingerprint: str) -> None:
@@ -190,4 +216,5 @@ def _prepare_dir(stage_dir: Path, fingerprint: str) -> None:
     if stage_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint or (stage_dir / "done.json").exists()):
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    (stage_dir / REFUSED).unlink(missing_ok=True)  # an earlier attempt's verdict; this one decides anew
     io.write_text(marker, fingerprint)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill import latency as latency_mod
-from edgedistill import quantize
+from edgedistill import int8_arithmetic, quantize
 from edgedistill.runtimes import onnxruntime as ortr
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
@@ -114,7 +114,9 @@ def onnx_blocks(model) -> dict[str, list[str]]:
 def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, labels: np.ndarray, target,
               rounds: int, repeats: int) -> str:
     for c in cands:
-        logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2)), check)
+        # accuracy in the target's int8 arithmetic (edgedistill.int8_arithmetic), timing on this CPU's kernels
+        reference = bool(c.int8) and not int8_arithmetic.host_matches(target)
+        logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2), reference=reference), check)
         c.accuracy = float((logits.argmax(-1) == labels).mean())
         c.agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
         c.max_abs = float(np.abs(logits - reference).max())
@@ -184,7 +186,8 @@ def search(fp32_path: Path, calibration: np.ndarray, check: np.ndarray, labels: 
         if not int8:
             return Candidate([], path=str(fp32_path))
         path = workdir / f"plan-{len(list(workdir.glob('plan-*.onnx'))):03d}.onnx"
-        quantize.ptq_onnx(fp32_path, path, calibration, nodes_to_quantize=[n for b in int8 for n in groups[b]])
+        quantize.ptq_onnx(fp32_path, path, calibration, nodes_to_quantize=[n for b in int8 for n in groups[b]],
+                          weight_range=target.int8_weight_range)
         return Candidate(list(int8), path=str(path))
 
     if len(names) <= EXHAUSTIVE_BLOCKS:

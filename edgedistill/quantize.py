@@ -40,12 +40,23 @@ def scheme_for(target) -> str:
     return "coreml-w8a8" if target is not None and target.runtime == "coreml" else "onnxruntime-u8s8"
 
 
-def _quantization_config(scheme: str):
+FULL_RANGE = (-128, 127)
+
+
+def _seven_bit(weight_range: tuple[int, int]) -> bool:
+    """ONNX Runtime's and NNCF's quantizers know one reduced weight range: 7 bits (edgedistill.int8_arithmetic)."""
+    return tuple(weight_range) != FULL_RANGE
+
+
+def _quantization_config(scheme: str, weight_range: tuple[int, int] = FULL_RANGE):
     import dataclasses
 
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
 
     config = get_default_x86_inductor_quantization_config(is_qat=True)
+    if _seven_bit(weight_range):  # training sees exactly the weight grid the file will hold
+        weight = dataclasses.replace(config.weight, quant_min=weight_range[0], quant_max=weight_range[1])
+        config = dataclasses.replace(config, weight=weight)
     if scheme == "coreml-w8a8":
         act = dataclasses.replace(config.input_activation, dtype=torch.int8, quant_min=-128, quant_max=127,
                                   qscheme=torch.per_tensor_symmetric)
@@ -85,17 +96,18 @@ def _ort_quantizer():
 
 
 def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u8s8",
-                fp32_blocks: list[str] = ()) -> torch.fx.GraphModule:
+                fp32_blocks: list[str] = (), weight_range: tuple[int, int] = FULL_RANGE) -> torch.fx.GraphModule:
     """Export the fp32 model (batch dimension dynamic: the last batch of an epoch is smaller) and insert
-    fake-quant in the target's int8 scheme (SCHEMES), except in `fp32_blocks` (module paths a precision plan
-    keeps in float). BatchNorm stays trainable in the graph and is folded into the convs at `convert`."""
+    fake-quant in the target's int8 scheme (SCHEMES) with weights in `weight_range` (the target's
+    int8_weight_range), except in `fp32_blocks` (module paths a precision plan keeps in float). BatchNorm stays
+    trainable in the graph and is folded into the convs at `convert`."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
     device = next(module.parameters()).device
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = spec.example_input(2).to(device)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    quantizer = _ort_quantizer().set_global(_quantization_config(scheme))
+    quantizer = _ort_quantizer().set_global(_quantization_config(scheme, weight_range))
     for block in fp32_blocks:
         quantizer.set_module_name_qconfig(block, None)
     prepared = prepare_qat_pt2e(graph, quantizer)
@@ -151,9 +163,10 @@ def _feeds(model, calibration: np.ndarray, batch_size: int) -> list[dict]:
 
 
 def ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_size: int = 32,
-             nodes_to_quantize: list[str] | None = None) -> None:
-    """ONNX Runtime static quantization (QDQ, U8 activations, S8 per-channel weights) calibrated on
-    training inputs; `nodes_to_quantize` limits it to those nodes (a precision plan), None: every node.
+             nodes_to_quantize: list[str] | None = None, weight_range: tuple[int, int] = FULL_RANGE) -> None:
+    """ONNX Runtime static quantization (QDQ, U8 activations, S8 per-channel weights, 7-bit when
+    `weight_range` is reduced) calibrated on training inputs; `nodes_to_quantize` limits it to those nodes (a
+    precision plan), None: every node.
     Runs in a temp dir: the quantizer writes intermediate models to the cwd."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -175,7 +188,7 @@ def ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_siz
             quant_pre_process(str(fp32_path), "pre.onnx", skip_symbolic_shape=True)
             quantize_static("pre.onnx", "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            nodes_to_quantize=nodes_to_quantize)
+                            nodes_to_quantize=nodes_to_quantize, reduce_range=_seven_bit(weight_range))
         finally:
             os.chdir(cwd)
         from edgedistill.io import write_bytes
@@ -183,27 +196,33 @@ def ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_siz
         write_bytes(out_path, Path(tmp, "int8.onnx").read_bytes())
 
 
-def nncf_ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_size: int = 32) -> None:
+def nncf_ptq_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, batch_size: int = 32,
+                  weight_range: tuple[int, int] = FULL_RANGE) -> None:
     """NNCF post-training quantization on the ONNX model (its ONNX backend: U8 activations, S8 weights,
-    fast bias correction), calibrated on training inputs."""
+    fast bias correction), calibrated on training inputs. A reduced `weight_range` is NNCF's overflow fix on
+    every layer (7-bit weights); otherwise it is off (NNCF's default applies it to the first layer only)."""
     import contextlib
     import io as _io
 
     import nncf
     import onnx
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model = onnx.load(str(fp32_path))
     with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):  # progress bars
+        fix = OverflowFix.ENABLE if _seven_bit(weight_range) else OverflowFix.DISABLE
         quantized = nncf.quantize(model, nncf.Dataset(_feeds(model, calibration, batch_size)),
-                                  subset_size=len(calibration))
+                                  subset_size=len(calibration),
+                                  advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
     from edgedistill.io import write_bytes
 
     write_bytes(out_path, quantized.SerializeToString())
 
 
-def dynamic_onnx(fp32_path: Path, out_path: Path) -> None:
-    """ONNX Runtime dynamic quantization for transformers: S8 weights (MatMul, Gemm and the embedding tables),
+def dynamic_onnx(fp32_path: Path, out_path: Path, weight_range: tuple[int, int] = FULL_RANGE) -> None:
+    """ONNX Runtime dynamic quantization for transformers: S8 weights (7-bit when `weight_range` is reduced;
+    MatMul, Gemm and the embedding tables),
     activations quantized per batch at run time, so MatMuls run as integer kernels (DynamicQuantizeMatMul /
     MatMulInteger) with no calibration.
     Static QDQ on every op made a BERT 2.5x slower than fp32; dynamic made it 1.7x faster (STACK.md)."""
@@ -221,7 +240,7 @@ def dynamic_onnx(fp32_path: Path, out_path: Path) -> None:
             # Gather too: the token embeddings are about half a small BERT's weights (SST-2 MiniLM student:
             # 53 -> 18 MB, same accuracy and latency)
             quantize_dynamic("fp32.onnx", "int8.onnx", weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+                             op_types_to_quantize=["MatMul", "Gemm", "Gather"], reduce_range=_seven_bit(weight_range))
         finally:
             logging.disable(logging.NOTSET)
             os.chdir(cwd)

@@ -38,14 +38,35 @@ class TargetProfile(Strict):
     latency_budget_ms: float | None = Field(None, gt=0)
     size_budget_mb: float | None = Field(None, gt=0)
     coreml: CoreMLSettings | None = None
+    int8_arithmetic: Literal["exact", "pair-saturating"] | None = Field(
+        None, description="how the runtime's int8 kernels add up u8*s8 products: 'exact' (int32: VNNI, ARM dot "
+                          "product) or 'pair-saturating' (int16 pairs: x86 without VNNI); default: from arch and isa")
 
     def runs_on_host(self) -> bool:
         """True when this machine can stand in for the target (same ISA family and CPU features), so
         latency measured here is the target's; otherwise host timings are only relative figures."""
-        host = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-            platform.machine().lower()
-        )
-        return self.runtime != "coreml" and host == self.arch and set(self.isa) <= host_cpu_flags()
+        return self.runtime != "coreml" and host_arch() == self.arch and set(self.isa) <= host_cpu_flags()
+
+    @property
+    def arithmetic(self) -> str:
+        """The int8 arithmetic of the files made for this target (edgedistill.int8_arithmetic). Core ML
+        runs its own kernels (the Neural Engine's or the CPU's), which accumulate exactly."""
+        from edgedistill.int8_arithmetic import EXACT, arithmetic_of
+
+        if self.int8_arithmetic is not None:
+            return self.int8_arithmetic
+        return EXACT if self.runtime == "coreml" else arithmetic_of(self.arch, self.isa)
+
+    @property
+    def int8_weight_range(self) -> tuple[int, int]:
+        """(qmin, qmax) of int8 weights in files for this target: 7-bit where its kernels saturate pairs."""
+        from edgedistill.int8_arithmetic import WEIGHT_RANGE
+
+        return WEIGHT_RANGE[self.arithmetic]
+
+
+def host_arch() -> str | None:
+    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
 
 
 def host_cpu_flags() -> set[str]:

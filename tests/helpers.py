@@ -16,3 +16,13 @@ def cnn(channels=(16, 32, 64), seed=0):
 def batch(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *SPEC.input_shape, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def runs_right_here(int8_path) -> bool:
+    """True when this CPU's fused int8 kernels compute the file exactly: exact (VNNI/ARM) arithmetic, or no weight
+    pair that the non-VNNI kernels saturate. Otherwise tests judge the file by reference execution."""
+    import onnx
+
+    from edgedistill import int8_arithmetic as ia
+
+    return ia.host_arithmetic() == ia.EXACT or not ia.saturation_findings(onnx.load(str(int8_path)))

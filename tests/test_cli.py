@@ -200,3 +200,25 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert all(h["world_size"] == 2 for h in distill["history"]) and distill["accuracy"] > 0.5
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "run_start" for e in events) == 1  # rank 1 wrote nothing
+
+
+def test_torchrun_refusal_ends_every_rank_with_rank_0s_line(tmp_path):
+    """Rank 0 alone exports; when it refuses, the waiting rank exits with the same one line and code (no gloo
+    traceback from a collective rank 0 left)."""
+    out, logs = tmp_path / "ddp", tmp_path / "logs"
+    args = ["--nproc_per_node", "2", "--log-dir", logs, "--redirects", "3", "-m", "edgedistill", "compress",
+            "--target", "x86-avx2", "--out", out, "--quiet", "--set", "stages.teacher.epochs=1",
+            "--set", "stages.distill.epochs=1", "--set", "stages.prune.enabled=false", "--set", "stages.qat.enabled=false",
+            "--set", "stages.export.formats=[onnx]", "--set", "stages.export.fp32_max_abs=1e-12"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", *map(str, args)], capture_output=True,
+                            text=True, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode != 0
+    per_rank = sorted(logs.glob("*/attempt_0/*/stderr.log"))
+    assert len(per_rank) == 2, list(logs.rglob("*"))
+    lines = [p.read_text().strip().splitlines() for p in per_rank]
+    for rank_lines in lines:
+        assert len(rank_lines) == 1 and "Traceback" not in rank_lines[0], rank_lines
+        assert rank_lines[0].startswith("error: parity: 07-export/teacher.fp32.onnx differs")
+        assert "stages.export.fp32_max_abs" in rank_lines[0]
+    assert lines[0] == lines[1]
+    assert "exitcode: 3" in result.stderr  # torchrun's own summary names each rank's code

@@ -791,6 +791,10 @@ def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, 
         assert proc.returncode == -sig
         assert (out / ".lock").read_text() == str(proc.pid)  # a stale lock: the file of a dead holder
     assert not (out / "report.json").exists()
+    if sig == signal.SIGINT and stage == "prune":  # `report` on the interrupted run says so before anything else
+        partial = cli("report", out)
+        assert partial.returncode == 0, partial.stderr[-2000:]
+        assert partial.stdout.startswith("UNFINISHED: the run stopped after the distill stage (interrupted or failed)")
     rerun = cli("compress", "--out", out, *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _metrics(out) == reference(args)  # resumed, not merely restarted differently
@@ -857,3 +861,67 @@ def test_cli_fuzz_set_and_recipe_files_never_traceback(monkeypatch, capsys, tmp_
     sets()
     files()
     assert not pwned.exists()
+
+
+# ================================================================ refusals: nothing hidden
+
+
+def test_a_refused_file_is_renamed_and_the_report_opens_with_the_refusal(tmp_path):
+    out = tmp_path / "run"
+    result = cli("compress", "--out", out, *FAST, "--set", "stages.export.fp32_max_abs=1e-12")
+    one_line(result, 3, "parity: 07-export/teacher.fp32.onnx differs", "stages.export.fp32_max_abs 1e-12",
+             "kept as 07-export/teacher.fp32.refused.onnx")
+    assert {p.name for p in (out / "07-export").iterdir()} == {"fingerprint", "refused.json", "teacher.fp32.refused.onnx"}
+    assert json.loads((out / "report.json").read_text())["status"]["state"] == "refused"  # written as it stopped
+
+    report = cli("report", out)
+    assert report.returncode == 3, report.stderr
+    first = report.stdout.strip().splitlines()[0]
+    assert first.startswith("REFUSED: the export stage refused its result: parity: 07-export/teacher.fp32.onnx")
+    assert "rerun the same command" in first
+    md = (out / "report.md").read_text().splitlines()
+    assert md[4].startswith("> **REFUSED:** the export stage refused its result")  # above the summary
+    assert "REFUSED" in (out / "report.html").read_text()
+
+    rerun = cli("compress", "--out", out, *FAST)  # the setting fixed: export reruns, the refusal is gone
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not list(out.rglob("*refused*"))
+    again = cli("report", out)
+    assert again.returncode == 0 and json.loads((out / "report.json").read_text())["status"]["state"] == "finished"
+
+
+_FAILING_FORMAT = r"""
+import sys
+from edgedistill.errors import RefusedError
+import edgedistill.stages.export as export
+def fails(*a, **k):
+    raise RefusedError(f"export {sys.argv[1]}: conversion failed: Unsupported fx node alias, kind alias")
+setattr(getattr(export, sys.argv[1]), sys.argv[2], fails)
+from edgedistill.cli import main
+sys.argv = ["edgedistill", *sys.argv[3:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("fmt, module, function, target, code", [
+    ("coreml", "coreml", "to_coreml", "x86-avx2", 0),  # an extra for an x86 target: recorded, the run completes
+    ("ort", "ort_mobile", "to_ort", "pixel-8", 3),  # the Android target's own format: the run stops
+])
+def test_one_failed_export_format(tmp_path, fmt, module, function, target, code):
+    out = tmp_path / "run"
+    sets = [a if a != "x86-avx2" else target for a in FAST]
+    sets = [a if a != "stages.export.formats=[onnx]" else "stages.export.formats=[onnx, ort, coreml]" for a in sets]
+    result = subprocess.run([sys.executable, "-c", _FAILING_FORMAT, module, function, "compress", "--out", str(out),
+                             *sets, "--set", "stages.bench.enabled=true"],
+                            capture_output=True, text=True, env=ENV, timeout=300)
+    if code:
+        one_line(result, 3, f"export {module}: conversion failed")
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"]["state"] == "finished"
+    assert report["failed_formats"] == [{"format": "coreml", "required": "onnx",
+                                         "reason": "export coreml: conversion failed: Unsupported fx node alias, kind alias"}]
+    assert {a["kind"] for a in report["artifacts"]} == {"onnx-fp32", "onnx-int8", "ort"}
+    assert any(n.startswith("coreml export failed, the run went on without it") for n in report["notes"])
+    assert "coreml export failed" in (out / "report.md").read_text()

@@ -105,3 +105,33 @@ def test_report_renders_in_headless_chromium_with_no_network_and_no_console_mess
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "FAIL" not in done.stdout and (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def _artifacts(teacher_ms: float, fp32_ms: float, int8_ms: float, kind: str) -> list[dict]:
+    def art(role, k, path, ms):
+        return {"role": role, "kind": k, "path": path, "size_bytes": 1000 if role == "teacher" else 100,
+                "accuracy": 0.9, "latency_ms": {"p50": ms, "kind": kind}}
+
+    return [art("teacher", "onnx-fp32", "t.onnx", teacher_ms), art("student", "onnx-fp32", "s.fp32.onnx", fp32_ms),
+            art("student", "onnx-int8", "s.int8.onnx", int8_ms)]
+
+
+def test_the_headline_never_calls_slower_faster_nor_recommends_int8_its_note_calls_no_faster():
+    from edgedistill.report import _headline, _notes
+    from edgedistill.report.render import _speed_card
+
+    target = {"name": "x86-avx2", "precision": "int8", "runtime": "onnxruntime"}
+    slower = _artifacts(1.0, 1.3, 1.4, "measured")  # the student is slower than the teacher, int8 slower than fp32
+    head, summary = _headline(target, slower)
+    assert "1.3x slower (measured)" in summary and "faster" not in summary
+    assert head["artifact"] == "s.fp32.onnx"  # int8 measured no faster on the target's own kind of CPU
+    note = next(n for n in _notes(slower, [], target, head, []) if n.startswith("int8 is not faster"))
+    assert "stands in for x86-avx2" in note and "The headline artifact is s.fp32.onnx" in note
+    assert _speed_card(0.7, " on pixel-8 (estimated)") == ("1.4x", "slower on pixel-8 (estimated)")
+    assert _speed_card(2.0, " (measured)") == ("2.0x", "faster (measured)")
+
+    host_only = _artifacts(1.0, 0.5, 0.6, "measured-host")  # a host that does not stand in: int8 stays the pick
+    head, summary = _headline({**target, "name": "pixel-8"}, host_only)
+    assert head["artifact"] == "s.int8.onnx" and "1.7x faster (measured-host)" in summary
+    note = next(n for n in _notes(host_only, [], {**target, "name": "pixel-8"}, head, []) if n.startswith("int8"))
+    assert "does not stand in for pixel-8" in note and "own int8 kernels decide" in note

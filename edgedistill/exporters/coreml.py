@@ -66,6 +66,19 @@ def _inputs(ct, module: nn.Module, spec: ModelSpec, path: Path):
             f"{'Grayscale' if channels == 1 else 'RGB'} image, {width}x{height} pixels, 8 bits per channel")
 
 
+def _without_aliases(program):
+    """Drop `aten.alias` (a no-op view the decompositions leave, e.g. for some transformer reshapes): coremltools
+    has no translation for it ("Unsupported fx node alias") and its users can read the aliased tensor itself."""
+    graph = program.graph_module.graph
+    output = next(n for n in graph.nodes if n.op == "output")
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.alias.default and output not in node.users:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
 def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_target: str, compute_units: str,
               precision: str, description: str, version: str) -> None:
     """Convert and save atomically. `precision` is "fp16", "w8a8" (a PT2E int8 graph, kept as quantize/
@@ -80,7 +93,7 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = torch.export.export(wrapped, (example,)).run_decompositions()
+            program = _without_aliases(torch.export.export(wrapped, (example,)).run_decompositions())
             mlmodel = ct.convert(
                 program,
                 inputs=[input_type],

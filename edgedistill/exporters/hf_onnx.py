@@ -18,17 +18,19 @@ from edgedistill.io import atomic_path
 FP32_FILE, INT8_FILE = "model.onnx", "model_quantized.onnx"
 
 
-def export(module, tokenizer_dir: Path, path: Path, opset: int) -> None:
+def export(module, tokenizer_dir: Path, path: Path, opset: int, weight_range: tuple[int, int] = (-128, 127)) -> None:
     """Save `module` (a TextClassifier) with the teacher's tokenizer and export the directory atomically."""
     from edgedistill.models.hf import load_tokenizer
 
-    export_directory(module.hf, load_tokenizer(tokenizer_dir), path, "text-classification", opset)
+    export_directory(module.hf, load_tokenizer(tokenizer_dir), path, "text-classification", opset,
+                     weight_range=weight_range)
 
 
 def export_directory(model, tokenizer, path: Path, task: str, opset: int, int8: bool = True,
-                     check=None) -> None:
+                     check=None, weight_range: tuple[int, int] = (-128, 127)) -> None:
     """A Hugging Face model and its tokenizer through optimum's exporter for `task`, atomically: model.onnx
-    and, with int8, its dynamic-int8 twin. `check(directory)` may refuse the export before it is kept."""
+    and, with int8, its dynamic-int8 twin (weights in `weight_range`, the target's). `check(directory)` may
+    refuse the export before it is kept."""
     from optimum.exporters.onnx import main_export
 
     from edgedistill import quantize
@@ -48,4 +50,4 @@ def export_directory(model, tokenizer, path: Path, task: str, opset: int, int8: 
         if check is not None:
             check(out)
         if int8:
-            quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE)
+            quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE, weight_range)

@@ -20,9 +20,11 @@ from edgedistill.exporters.hf_onnx import FP32_FILE, INT8_FILE  # noqa: F401 (IN
 PAST, PRESENT = "past_key_values.", "present."
 
 
-def export(model, tokenizer, out_dir: Path, opset: int = 18, int8: bool = True) -> Path:
+def export(model, tokenizer, out_dir: Path, opset: int = 18, int8: bool = True,
+           weight_range: tuple[int, int] = (-128, 127)) -> Path:
     """Export `model` (a *ForCausalLM) with its tokenizer through optimum's text-generation-with-past task,
-    atomically; with int8 also write the dynamic-int8 twin. Returns the directory."""
+    atomically; with int8 also write the dynamic-int8 twin (weights in `weight_range`, the target's). Returns
+    the directory."""
     from edgedistill.exporters.hf_onnx import export_directory
 
     out_dir = Path(out_dir)
@@ -31,13 +33,19 @@ def export(model, tokenizer, out_dir: Path, opset: int = 18, int8: bool = True) 
         if not any(i.name.startswith(PAST) for i in _session(out / FP32_FILE).get_inputs()):
             raise RefusedError(f"export {out_dir.name}: the exported model has no KV-cache inputs ({PAST}*)")
 
-    export_directory(model, tokenizer, out_dir, "text-generation-with-past", opset, int8=int8, check=has_cache)
+    export_directory(model, tokenizer, out_dir, "text-generation-with-past", opset, int8=int8, check=has_cache,
+                     weight_range=weight_range)
     return out_dir
 
 
-def _session(path: Path, threads: int | None = None):
+def _session(path: Path, threads: int | None = None, reference: bool = False):
+    """`reference`: the file's int8 arithmetic by reference execution (edgedistill.runtimes.onnxruntime.session)."""
     import onnxruntime as ort
 
+    if reference:
+        from edgedistill.runtimes.onnxruntime import session
+
+        return session(path, threads or 1, reference=True)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -50,8 +58,8 @@ class OrtGreedy:
     """Greedy decoding with the KV cache on an onnxruntime session of an exported model.onnx (or its int8
     twin). Prompts are left-padded (N, P) int64 with their attention mask."""
 
-    def __init__(self, path: Path, threads: int | None = None):
-        self.session = _session(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, reference: bool = False):
+        self.session = _session(path, threads, reference)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past = [name for name in inputs if name.startswith(PAST)]
         self.present = [PRESENT + name[len(PAST):] for name in self.past]
@@ -119,10 +127,10 @@ class OrtDecoder:
         self.n = n
 
 
-def open_runner(source, threads: int | None = None) -> OrtGreedy:
+def open_runner(source, threads: int | None = None, reference: bool = False) -> OrtGreedy:
     """`source` itself when it is an OrtGreedy already (one session serves every measurement of a file), else a
     new one on the file at that path."""
-    return source if isinstance(source, OrtGreedy) else OrtGreedy(source, threads)
+    return source if isinstance(source, OrtGreedy) else OrtGreedy(source, threads, reference)
 
 
 def _prompt_ids(prompts, directory: Path) -> list[list[int]]:

@@ -13,6 +13,7 @@ from edgedistill import io
 from edgedistill.errors import UserError
 
 MODEL_STAGES = ("teacher", "student", "distill", "prune", "precision", "qat")
+NOT_FASTER = 0.97  # an int8 p50 above 97% of fp32's is "not faster" (timing noise on a shared machine)
 
 
 def _results(run_dir: Path) -> dict[str, dict]:
@@ -45,16 +46,66 @@ def _stage_wall_s(results: dict[str, dict]) -> dict[str, float]:
             if name != "report" and isinstance(r.get("wall_s"), (int, float))}
 
 
+def run_status(run_dir: Path, finishing: bool = False) -> dict:
+    """What happened to the run: {"state": "finished" | "refused" | "unfinished", "message", ...}. Refused: a
+    stage left NN-stage/refused.json (the run stopped with exit 3). Finished: the last run over this directory
+    got to its end (`finishing`: the report stage is that end). Otherwise it was interrupted or failed."""
+    finished = sorted(d.parent.name.split("-", 1)[1] for d in run_dir.glob("[0-9][0-9]-*/done.json"))
+    for refused in sorted(run_dir.glob("[0-9][0-9]-*/refused.json")):
+        record = json.loads(refused.read_text())
+        return {"state": "refused", "stage": record["stage"], "exit_code": record.get("exit_code", 3),
+                "message": f"the {record['stage']} stage refused its result: {record['message']}. Nothing after it "
+                           "ran; fix the cause (or change the named setting with --set) and rerun the same command to "
+                           "resume from there"}
+    if finishing or _last_run_completed(run_dir):
+        return {"state": "finished", "message": "every stage finished"}
+    stages = [d.name.split("-", 1)[1] for d in sorted(run_dir.glob("[0-9][0-9]-*")) if d.is_dir()]
+    last = next((n for n in reversed(stages) if n in finished), None)
+    return {"state": "unfinished", "stages_finished": [n for n in stages if n in finished],
+            "message": (f"the run stopped after the {last} stage" if last else "the run stopped before any stage "
+                        "finished") + " (interrupted or failed); the figures below are partial. Rerun the same "
+                        "`edgedistill compress` command to resume"}
+
+
+def _last_run_completed(run_dir: Path) -> bool:
+    """events.jsonl: the last run_start is followed by a run_done."""
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return False
+    completed = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line).get("event")
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        completed = {"run_start": False, "run_done": True}.get(event, completed)
+    return completed
+
+
 def _int8_does_not_pay(artifacts: list[dict]) -> str | None:
     """The precision plan's verdict when it kept every block in fp32."""
     plan = next((a.get("precision_plan") for a in artifacts if a["kind"] == "onnx-int8"), None) or {}
     return plan.get("verdict") if plan and not plan.get("int8") else None
 
 
+def _int8_slower_on_target(artifacts: list[dict]) -> bool:
+    """int8 measured no faster than fp32 on a CPU that stands in for the target (the int8 note's case)."""
+    by_kind = {a["kind"]: a.get("latency_ms") for a in artifacts if a["role"] == "student"}
+    fp32, int8 = by_kind.get("onnx-fp32"), by_kind.get("onnx-int8")
+    return bool(fp32 and int8 and int8["kind"] == "measured" and int8["p50"] >= NOT_FASTER * fp32["p50"])
+
+
+def _times(ratio: float, where: str) -> str:
+    """'2.1x faster (measured)'; a ratio under 1 is said the other way round: '1.4x slower (measured)'."""
+    return f"{ratio:.1f}x faster {where}" if ratio >= 1 else f"{1 / ratio:.1f}x slower {where}"
+
+
 def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
-    """Compare the artifact this target would ship with the teacher's fp32 ONNX."""
+    """Compare the artifact this target would ship with the teacher's fp32 ONNX: the int8 one, unless int8 does
+    not pay (the precision plan said so, or it measured no faster on the target's own kind of CPU)."""
     teacher = next((a for a in artifacts if a["role"] == "teacher" and a["kind"] == "onnx-fp32"), None)
-    int8 = target["precision"] in ("int8", "w8a8") and not _int8_does_not_pay(artifacts)
+    int8 = (target["precision"] in ("int8", "w8a8") and not _int8_does_not_pay(artifacts)
+            and not _int8_slower_on_target(artifacts))
     wanted = ("ort" if target["runtime"] == "ort-mobile" else "coreml" if target["runtime"] == "coreml" else
               "onnx-int8" if int8 else "onnx-fp32")
     students = [a for a in artifacts if a["role"] == "student"]
@@ -69,26 +120,36 @@ def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     if tl and sl:
         head["speedup"] = tl["p50"] / max(sl["p50"], 1e-9)
         head["latency_kind"] = sl["kind"]
-        parts.append(f"{head['speedup']:.1f}x faster ({sl['kind']})")
+        parts.append(_times(head["speedup"], f"({sl['kind']})"))
     te, se = teacher.get("latency_estimated_ms"), shipped.get("latency_estimated_ms")
     if te and se:  # the target itself is out of reach: its roofline estimate, labelled as such
         head["target_speedup"] = te["p50"] / max(se["p50"], 1e-9)
-        parts.append(f"{head['target_speedup']:.1f}x faster on {target['name']} (estimated)")
+        parts.append(_times(head["target_speedup"], f"on {target['name']} (estimated)"))
     if teacher.get("accuracy") is not None and measured.get("accuracy") is not None:
         head["accuracy_delta_points"] = 100 * (measured["accuracy"] - teacher["accuracy"])
         parts.append(f"{head['accuracy_delta_points']:+.1f} points vs teacher")
     return head, ", ".join(parts)
 
 
-def _notes(artifacts: list[dict], stages: list[dict]) -> list[str]:
-    """Plain statements a reader must not miss: int8 that is not faster, pruning that did not pay off."""
-    notes = []
+def _notes(artifacts: list[dict], stages: list[dict], target: dict, head: dict | None,
+           failed_formats: list[dict]) -> list[str]:
+    """Plain statements a reader must not miss: int8 that is not faster, pruning that did not pay off, export
+    formats that failed."""
+    notes = [f"{f['format']} export failed, the run went on without it ({target['name']} ships "
+             f"{f['required']}): {f['reason']}" for f in failed_formats]
     by_kind = {a["kind"]: a for a in artifacts if a["role"] == "student"}
     fp32, int8 = by_kind.get("onnx-fp32", {}).get("latency_ms"), by_kind.get("onnx-int8", {}).get("latency_ms")
-    if fp32 and int8 and int8["p50"] >= 0.97 * fp32["p50"]:
-        notes.append(f"int8 is not faster than fp32 here: p50 {int8['p50']:.3f} ms vs {fp32['p50']:.3f} ms "
-                     f"({int8['kind']}). At this size quantize/dequantize overhead outweighs the integer kernels; "
-                     "the int8 artifact buys size, the fp32 one is as fast or faster.")
+    if fp32 and int8 and int8["p50"] >= NOT_FASTER * fp32["p50"]:
+        timing = f"p50 {int8['p50']:.3f} ms vs {fp32['p50']:.3f} ms ({int8['kind']})"
+        if int8["kind"] == "measured":
+            shipped = f" The headline artifact is {head['artifact']}." if head else ""
+            notes.append(f"int8 is not faster than fp32 on this CPU, which stands in for {target['name']}: {timing}. "
+                         f"At this size quantize/dequantize overhead outweighs the integer kernels; the int8 artifact "
+                         f"buys size only.{shipped}")
+        else:
+            notes.append(f"int8 is not faster than fp32 on this host, which does not stand in for {target['name']}: "
+                         f"{timing}. Host timings rank files only; {target['name']}'s own int8 kernels decide (see "
+                         "its estimate).")
     if verdict := _int8_does_not_pay(artifacts):
         notes.append(f"precision plan: {verdict}. The recommended artifact is student.fp32.onnx; the all-int8 "
                      "file is kept for its size.")
@@ -139,7 +200,8 @@ def _lm_notes(results: dict[str, dict]) -> list[str]:
     return notes
 
 
-def build(run_dir: Path) -> dict:
+def build(run_dir: Path, finishing: bool = False) -> dict:
+    """report.json's content. `finishing`: built by the pipeline's last stage (the run got to its end)."""
     run_dir = Path(run_dir)
     recipe_path, target_path = run_dir / "recipe.resolved.yaml", run_dir / "target.resolved.yaml"
     if not recipe_path.exists() or not target_path.exists():
@@ -156,21 +218,29 @@ def build(run_dir: Path) -> dict:
         artifacts.append({**art, "accuracy": measured.get("accuracy"), "latency_ms": measured.get("latency_ms"),
                           **({"latency_note": measured["latency_note"]} if "latency_note" in measured else {}),
                           **({"latency_estimated_ms": measured["estimate"]} if "estimate" in measured else {}),
-                          **{k: measured[k] for k in ("on_device_ms", "latency_by_compute_unit") if k in measured}})
+                          **{k: measured[k] for k in ("on_device_ms", "latency_by_compute_unit") if k in measured},
+                          **({"accuracy_arithmetic": measured["arithmetic"]} if "arithmetic" in measured else {}),
+                          **({"accuracy_of": measured["accuracy_of"]} if "accuracy_of" in measured else {})})
         if (per_class := per_class_accuracy(measured.get("confusion"))) is not None:
             artifacts[-1].update(confusion=measured["confusion"], per_class_accuracy=per_class)
     head, summary = _headline(target, artifacts)
+    status = run_status(run_dir, finishing)
+    if status["state"] != "finished":
+        summary = f"{status['state'].upper()}: {status['message']}"
+    failed = export.get("failed_formats", [])
     env_path = run_dir / "environment.json"
     return {
         "schema_version": 1,
         "target": target["name"],
         "target_profile": target,
+        "status": status,
         "summary": summary,
         "headline": head,
         "recipe": recipe,
         "stages": stages,
         "artifacts": artifacts,
-        "notes": _notes(artifacts, stages) + _lm_notes(results),
+        "failed_formats": failed,
+        "notes": _notes(artifacts, stages, target, head, failed) + _lm_notes(results),
         "parity": export.get("parity", []),
         "stage_wall_s": _stage_wall_s(results),
         "usage": export.get("usage"),
@@ -188,10 +258,10 @@ def write(run_dir: Path, report: dict) -> None:
     io.write_text(run_dir / "report.html", render_html(report))
 
 
-def regenerate(run_dir: Path) -> str:
-    """Rebuild report.json/.md/.html from a run directory; returns the summary line."""
+def regenerate(run_dir: Path) -> dict:
+    """Rebuild report.json/.md/.html from a run directory; returns the report."""
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: no such run directory; pass the --out of a compress run")
     report = build(run_dir)
     write(Path(run_dir), report)
-    return report["summary"]
+    return report

@@ -94,9 +94,16 @@ def artifact_table(report: dict) -> Table:
 
 
 def parity_table(report: dict) -> Table:
+    parity = _records(report.get("parity"))
     rows = [[_text(p.get("from")), _text(p.get("to")), _fmt(p.get("top1_agreement"), ".2f", 100),
-             _fmt(p.get("max_abs"), ".3g")] for p in _records(report.get("parity"))]
-    return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff"], rows, "llrr")
+             _fmt(p.get("max_abs"), ".3g"), _text(p.get("arithmetic") or "-")] for p in parity]
+    notes = tuple(f"{_text(p.get('to'))}: judged by reference execution (Q/DQ as float operators) because this "
+                  f"CPU's int8 kernels ({_text(p.get('host_arithmetic'))}) do not compute as "
+                  f"{_text(report.get('target'))}'s do; with them it agreed on "
+                  f"{_fmt(_dict(p.get('host_kernels')).get('top1_agreement'), '.2f', 100)}%"
+                  for p in parity if p.get("arithmetic") == "reference")
+    return Table(["reference", "compared", "top-1 agreement (%)", "max abs diff", "int8 arithmetic"], rows,
+                 "llrrl", notes)
 
 
 def deployability_table(report: dict) -> Table | None:
@@ -290,6 +297,9 @@ def render_markdown(report: dict) -> str:
     out = [f"# edgedistill report: {_text(report.get('target'))}", ""]
     if desc := _dict(report.get("target_profile")).get("description"):
         out += [f"_{desc}_", ""]
+    status = _dict(report.get("status"))
+    if status.get("state") not in (None, "finished"):
+        out += [f"> **{_text(status['state']).upper()}:** {_text(status.get('message'))}", ""]
     out += [f"**Summary:** {_text(report.get('summary'))}", ""]
     out += [f"- {n}" for n in report.get("notes") or []] + ([""] if report.get("notes") else [])
     per_class = per_class_table(report)
@@ -676,12 +686,20 @@ def _html_table(t: Table) -> str:
     return table + (f'\n<ul class="notes">{notes}</ul>' if notes else "")
 
 
+def _speed_card(ratio: Any, where: str) -> tuple[str, str]:
+    """("2.1x", "faster ..."), or for a ratio under 1 ("1.4x", "slower ..."): never "0.7x faster"."""
+    r = _num(ratio)
+    if r is None or r <= 0:
+        return NA, ""
+    return (f"{r:.1f}x", "faster" + where) if r >= 1 else (f"{1 / r:.1f}x", "slower" + where)
+
+
 def _summary_html(report: dict) -> str:
     head = _dict(report.get("headline"))
     kind = f" ({head['latency_kind']})" if head.get("latency_kind") else ""
     cards = [(_fmt(head.get("size_ratio"), ".1f") + "x", "smaller than the teacher"),
-             (_fmt(head.get("speedup"), ".1f") + "x", "faster" + kind),
-             (_fmt(head.get("target_speedup"), ".1f") + "x", f"faster on {_text(report.get('target'))} (estimated)"),
+             _speed_card(head.get("speedup"), kind),
+             _speed_card(head.get("target_speedup"), f" on {_text(report.get('target'))} (estimated)"),
              (_fmt(head.get("accuracy_delta_points"), "+.1f"), "accuracy points vs teacher")]
     cards_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>'
                          for v, k in cards if not v.startswith(NA))
@@ -698,7 +716,12 @@ def render_html(report: dict) -> str:
     target = html.escape(_text(report.get("target")))
     desc = _dict(report.get("target_profile")).get("description")
     body = [f"<header><h1>edgedistill report: {target}</h1>"
-            + (f'<p class="muted">{html.escape(str(desc))}</p>' if desc else "") + "</header>", _summary_html(report)]
+            + (f'<p class="muted">{html.escape(str(desc))}</p>' if desc else "") + "</header>"]
+    status = _dict(report.get("status"))
+    if status.get("state") not in (None, "finished"):
+        body.append(f'<section class="status"><b>{html.escape(_text(status["state"]).upper())}</b> '
+                    f'{html.escape(_text(status.get("message")))}</section>')
+    body.append(_summary_html(report))
     body += [f"<h2>{title}</h2>\n{_html_table(table)}" for title, table in _tables(report)]
     if (per_class := _per_class_html(report)) is not None:
         body.append(per_class)
@@ -728,6 +751,8 @@ h3 { font-size: 1rem; margin: 20px 0 8px; }
 .muted { color: var(--muted); } .small { font-size: .85rem; margin-top: 10px; }
 .summary { background: var(--box); border-left: 4px solid var(--accent); border-radius: 6px; padding: 16px 20px; }
 .headline { font-size: 1.05rem; font-weight: 600; }
+.status { background: #fdecea; border-left: 4px solid #b3261e; border-radius: 6px; padding: 12px 20px;
+  margin-bottom: 16px; } .status b { color: #b3261e; margin-right: 6px; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 12px; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 16px;
   color: var(--muted); font-size: .85rem; }

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 
 
-def session(path: Path, threads: int = 1, optimized_path: Path | None = None):
+def session(path: Path, threads: int = 1, optimized_path: Path | None = None, reference: bool = False):
+    """An ONNX Runtime CPU session. `reference`: run the file's int8 arithmetic as its operators define it,
+    not as this CPU's fused kernels do (edgedistill.int8_arithmetic): no graph optimizations, so Q/DQ pairs
+    stay float reference ops, and integer matrix products rewritten as exact float ones (reference_model)."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # e.g. its warning on saving an optimized graph, which we do on purpose
@@ -21,7 +24,56 @@ def session(path: Path, threads: int = 1, optimized_path: Path | None = None):
     opts.log_severity_level = 3
     if optimized_path is not None:
         opts.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    model = str(path)
+    if reference:
+        if Path(path).suffix == ".ort":
+            raise ValueError(f"{path}: an .ort holds fused kernels; run the .onnx it came from as the reference")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        model = reference_model(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def reference_model(path: Path) -> bytes | str:
+    """The file with MatMulInteger / ConvInteger (dynamic quantization's integer products, which run this CPU's
+    int8 kernels even unoptimized) replaced by float MatMul / Conv of the same zero-point-shifted integers, cast
+    back to int32: exact up to 2^24 per sum, so the reference never saturates. Unchanged files: the path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    integer_ops = {"MatMulInteger": "MatMul", "ConvInteger": "Conv"}
+    if not any(n.op_type in integer_ops for n in model.graph.node):
+        return str(path)
+    nodes = []
+    for n in model.graph.node:
+        if n.op_type not in integer_ops:
+            nodes.append(n)
+            continue
+        shifted = []
+        for k in range(2):
+            as_float = f"{n.output[0]}_ref{k}"
+            nodes.append(helper.make_node("Cast", [n.input[k]], [as_float], to=TensorProto.FLOAT))
+            zero_point = n.input[k + 2] if len(n.input) > k + 2 and n.input[k + 2] else None
+            if zero_point is None:
+                shifted.append(as_float)
+                continue
+            zp = f"{as_float}_zp"
+            nodes.append(helper.make_node("Cast", [zero_point], [zp], to=TensorProto.FLOAT))
+            if n.op_type == "ConvInteger" and k == 1:  # a per-output-channel weight zero point: [M] -> [M, 1, 1, 1]
+                shape = f"{zp}_shape"
+                nodes.append(helper.make_node("Constant", [], [shape], value=helper.make_tensor(
+                    shape, TensorProto.INT64, [4], [-1, 1, 1, 1])))
+                nodes.append(helper.make_node("Reshape", [zp, shape], [zp + "_r"]))
+                zp += "_r"
+            nodes.append(helper.make_node("Sub", [as_float, zp], [as_float + "_s"]))
+            shifted.append(as_float + "_s")
+        product = f"{n.output[0]}_ref"
+        nodes.append(helper.make_node(integer_ops[n.op_type], shifted, [product], name=n.name,
+                                      **{a.name: helper.get_attribute_value(a) for a in n.attribute}))
+        nodes.append(helper.make_node("Cast", [product], list(n.output), to=TensorProto.INT32))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model.SerializeToString()
 
 
 DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}

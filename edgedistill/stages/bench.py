@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedistill import latency
+from edgedistill import int8_arithmetic, latency
 from edgedistill.estimate import estimate
 from edgedistill.runtimes import adb
 from edgedistill.runtimes import coreml as coreml_rt
@@ -75,6 +75,22 @@ def _coreml_on_mac(ctx, cfg, art: dict, x_test, y_test, kind: str) -> dict:
             "latency_by_compute_unit": {cu: lat["p50"] for cu, lat in per_unit.items()}}
 
 
+def _target_logits(ctx, state, art: dict, sess, x_test, threads: int, entry: dict) -> np.ndarray:
+    """Held-out logits as the target computes them. An int8 file whose target adds up int8 products unlike this
+    CPU (edgedistill.int8_arithmetic) runs by reference execution; an .ort (fused kernels only) through the
+    .onnx it was converted from. The entry records which ("arithmetic", "accuracy_of")."""
+    pad_id = ctx.data.spec.pad_id or 0
+    if art.get("precision") != "int8" or int8_arithmetic.host_matches(ctx.target):
+        if art.get("precision") == "int8":
+            entry["arithmetic"] = "host-kernels"
+        return ortr.logits(sess, x_test, pad_id=pad_id)
+    source = art["path"] if art["kind"] != "ort" else _source_onnx(art, state)
+    entry["arithmetic"] = "reference"
+    if source != art["path"]:
+        entry["accuracy_of"] = source
+    return ortr.logits(ortr.session(ctx.out / source, threads, reference=True), x_test, pad_id=pad_id)
+
+
 def run(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.bench
     threads = ortr.host_threads(cfg.threads or ctx.target.threads)
@@ -95,7 +111,7 @@ def run(ctx, state, stage_dir):
         entry = {"path": art["path"], "accuracy": None, "latency_ms": None}
         if art["kind"] in RUNNABLE_KINDS:
             sess = ortr.session(_model_file(ctx, art), threads)
-            logits = ortr.logits(sess, x_test, pad_id=pad_id)
+            logits = _target_logits(ctx, state, art, sess, x_test, threads, entry)
             pred = logits.argmax(-1)
             entry["accuracy"] = float((pred == y_test).mean())
             entry["confusion"] = confusion_matrix(y_test, pred, max(num_classes, logits.shape[-1]))

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from edgedistill import io
+from edgedistill import int8_arithmetic, io
 from edgedistill.errors import RefusedError, UserError
 from edgedistill.generative import corpus, kv_onnx, lm, seqkd
 
@@ -116,7 +116,8 @@ def export(ctx, state, stage_dir) -> dict:
     rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
     for role in ("teacher", "student"):
         module = copy.deepcopy(getattr(state, role).module).cpu().eval()
-        directory = kv_onnx.export(module, tokenizer, stage_dir / f"{role}.onnx-kv", cfg.opset, int8=role == "student")
+        directory = kv_onnx.export(module, tokenizer, stage_dir / f"{role}.onnx-kv", cfg.opset, int8=role == "student",
+                                   weight_range=ctx.target.int8_weight_range)
         files = [("onnx-fp32", kv_onnx.FP32_FILE, "fp32")] + ([("onnx-int8", kv_onnx.INT8_FILE, "int8")] if role == "student" else [])
         for kind, name, precision in files:
             # fp32: greedy decoding must match torch token for token. int8: greedy tokens drift once a near-tie
@@ -125,13 +126,16 @@ def export(ctx, state, stage_dir) -> dict:
                 match, measure = kv_onnx.check_matches_torch(module, directory, p_ids, file_name=name), "greedy tokens"
             else:
                 ids, lengths = ctx.data.x_test[:200].cpu(), ctx.data.y_test[:200].cpu()
-                match = float((onnx_next_tokens(directory / name, ids, lengths) == next_token(module, ids, lengths)[0])
-                              .float().mean())
-                measure = "teacher-forced next tokens"
+                # in the target's int8 arithmetic (edgedistill.int8_arithmetic)
+                reference = not int8_arithmetic.host_matches(ctx.target)
+                match = float((onnx_next_tokens(directory / name, ids, lengths, reference)
+                               == next_token(module, ids, lengths)[0]).float().mean())
+                measure = "teacher-forced next tokens" + (" (reference execution)" if reference else "")
             floor = FP32_MIN_MATCH if precision == "fp32" else cfg.int8_min_agreement
             if match < floor:
+                key = "stages.export.int8_min_agreement " if precision == "int8" else ""
                 raise RefusedError(f"parity: {rel(directory / name)} agrees with the torch {role} on {match:.1%} of "
-                                   f"{measure} (< {floor}); the artifact is not trusted")
+                                   f"{measure} (< {key}{floor}); the artifact is not trusted")
             parity.append({"from": f"{role} fp32 (torch)", "to": f"{role} {precision} (onnx, KV cache)",
                            "top1_agreement": match, "max_abs": None, "measure": measure})
             artifacts.append({"role": role, "kind": kind, "path": rel(directory / name), "precision": precision,
@@ -148,11 +152,11 @@ def export(ctx, state, stage_dir) -> dict:
                if skipped else {})}
 
 
-def onnx_next_tokens(onnx, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def onnx_next_tokens(onnx, ids: torch.Tensor, lengths: torch.Tensor, reference: bool = False) -> torch.Tensor:
     """Teacher-forced next-token predictions of an exported file (its path, or an OrtGreedy on it) through ONNX
     Runtime (empty cache, whole rows), in next_token's order: the same figures as the stages', from the file an
-    app loads."""
-    runner = kv_onnx.open_runner(onnx)
+    app loads. `reference`: in the file's own int8 arithmetic, not this CPU's kernels'."""
+    runner = kv_onnx.open_runner(onnx, reference=reference)
     preds = []
     for row, n in zip(ids.numpy(), lengths.tolist()):
         x = row[None, :n].astype(np.int64)

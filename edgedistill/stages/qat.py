@@ -24,7 +24,8 @@ def not_applicable(recipe) -> str | None:
 def _prepared(ctx, state):
     scheme = quantize.scheme_for(ctx.target)
     fp32_blocks = state.plan.fp32 if state.plan is not None else []
-    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec, scheme, fp32_blocks)
+    return quantize.prepare_qat(copy.deepcopy(state.student.module), state.student.spec, scheme, fp32_blocks,
+                                weight_range=ctx.target.int8_weight_range)
 
 
 def _all_fp32(state) -> bool:
@@ -53,6 +54,7 @@ def run(ctx, state, stage_dir):
         "name": "qat", "accuracy": accuracy(logits, ctx.data.y_test), **state.student.size(),
         "fake_quant_accuracy": fake_quant_accuracy, "history": history, "parity": [rung],
         "quantizer": f"torchao-pt2e {scheme}: {quantize.SCHEMES[scheme]}",
+        "weight_range": list(ctx.target.int8_weight_range), "int8_arithmetic": ctx.target.arithmetic,
         "agreement_with_teacher": teacher_agreement(ctx, state, logits),
         **({"precision_plan": state.plan.summary()} if state.plan else {}),
     }

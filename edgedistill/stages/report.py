@@ -9,7 +9,7 @@ MAIN_ONLY = True  # under torchrun, rank 0 alone
 
 
 def run(ctx, state, stage_dir):
-    data = report.build(ctx.out)
+    data = report.build(ctx.out, finishing=True)
     report.write(ctx.out, data)
     state.records["report"] = {"name": "report", "summary": data["summary"]}
     return state
