@@ -115,8 +115,8 @@ def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, 
               rounds: int, repeats: int) -> str:
     for c in cands:
         # accuracy in the target's int8 arithmetic (edgedistill.int8_arithmetic), timing on this CPU's kernels
-        reference = bool(c.int8) and not int8_arithmetic.host_matches(target)
-        logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2), reference=reference), check)
+        by_reference = bool(c.int8) and not int8_arithmetic.host_matches(target)
+        logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2), reference=by_reference), check)
         c.accuracy = float((logits.argmax(-1) == labels).mean())
         c.agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
         c.max_abs = float(np.abs(logits - reference).max())

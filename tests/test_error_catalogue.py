@@ -894,8 +894,9 @@ _FAILING_FORMAT = r"""
 import sys
 from edgedistill.errors import RefusedError
 import edgedistill.stages.export as export
+fmt = sys.argv[1]
 def fails(*a, **k):
-    raise RefusedError(f"export {sys.argv[1]}: conversion failed: Unsupported fx node alias, kind alias")
+    raise RefusedError(f"export {fmt}: conversion failed: Unsupported fx node alias, kind alias")
 setattr(getattr(export, sys.argv[1]), sys.argv[2], fails)
 from edgedistill.cli import main
 sys.argv = ["edgedistill", *sys.argv[3:]]
@@ -903,11 +904,11 @@ main()
 """
 
 
-@pytest.mark.parametrize("fmt, module, function, target, code", [
-    ("coreml", "coreml", "to_coreml", "x86-avx2", 0),  # an extra for an x86 target: recorded, the run completes
-    ("ort", "ort_mobile", "to_ort", "pixel-8", 3),  # the Android target's own format: the run stops
+@pytest.mark.parametrize("module, function, target, code", [
+    ("coreml", "to_coreml", "x86-avx2", 0),  # an extra for an x86 target: recorded, the run completes
+    ("ort_mobile", "to_ort", "pixel-8", 3),  # the Android target's own format: the run stops
 ])
-def test_one_failed_export_format(tmp_path, fmt, module, function, target, code):
+def test_one_failed_export_format(tmp_path, module, function, target, code):
     out = tmp_path / "run"
     sets = [a if a != "x86-avx2" else target for a in FAST]
     sets = [a if a != "stages.export.formats=[onnx]" else "stages.export.formats=[onnx, ort, coreml]" for a in sets]

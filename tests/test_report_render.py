@@ -258,15 +258,18 @@ def test_pruning_steps_table_with_flags():
     assert "Pruning steps" in html and "pruned but not faster" in html
 
 
+TARGET = {"name": "x86-avx2", "precision": "int8", "runtime": "onnxruntime"}
+
+
 def test_notes_say_when_host_timings_undercount_pruning():
     from edgedistill.report import _notes
 
     prune = {"name": "prune", "flags": [1], "round_to": 8, "host_conv_block": 16}
-    notes = _notes([], [prune])
+    notes = _notes([], [prune], TARGET, None, [])
     assert any("removed MACs without" in n for n in notes)
     assert any("rounded to 8" in n and "blocks of 16 channels" in n and "stages.prune.round_to=16" in n for n in notes)
     del prune["host_conv_block"]
-    assert not any("blocks of" in n for n in _notes([], [prune]))
+    assert not any("blocks of" in n for n in _notes([], [prune], TARGET, None, []))
 
 
 def test_notes_say_plainly_when_int8_is_not_faster(tmp_path):
@@ -275,11 +278,12 @@ def test_notes_say_plainly_when_int8_is_not_faster(tmp_path):
     lat = lambda p50: {"p50": p50, "p90": p50, "kind": "measured"}  # noqa: E731
     artifacts = [{"role": "student", "kind": "onnx-fp32", "latency_ms": lat(0.010)},
                  {"role": "student", "kind": "onnx-int8", "latency_ms": lat(0.012)}]
-    notes = _notes(artifacts, [{"name": "prune", "flags": [2]}])
-    assert notes[0].startswith("int8 is not faster than fp32 here: p50 0.012 ms vs 0.010 ms")
+    notes = _notes(artifacts, [{"name": "prune", "flags": [2]}], TARGET, None, [])
+    assert notes[0].startswith("int8 is not faster than fp32 on this CPU, which stands in for x86-avx2: "
+                               "p50 0.012 ms vs 0.010 ms")
     assert "pruning steps 2 removed MACs" in notes[1]
     artifacts[1]["latency_ms"] = lat(0.005)
-    assert _notes(artifacts, []) == []
+    assert _notes(artifacts, [], TARGET, None, []) == []
     from edgedistill.report.render import render_html, render_markdown
 
     report = {"target": "t", "stages": [], "artifacts": [], "notes": notes}
