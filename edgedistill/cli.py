@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from edgedistill.errors import RefusedError, UserError
+from edgedistill.rundir import Terminated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill, prune, quantize and export a model for a target device.")
@@ -59,12 +60,13 @@ def compress(
     profile = load_target(target)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; choose a directory path")
-    from edgedistill import distributed, pipeline
+    from edgedistill import distributed, pipeline, rundir
 
     distributed.init_from_env()
     main_rank = distributed.is_main()
     try:
-        state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
+        with rundir.terminate_as_exception():
+            state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
     finally:
         distributed.shutdown()
     if main_rank:
@@ -195,6 +197,12 @@ def main() -> None:
         _fail(e, 3)
     except KeyboardInterrupt:  # outside typer's own handling (which makes it an exit 130, below)
         _interrupted()
+    except Terminated:  # SIGTERM: cleaned up on the way here; die of the signal, as the sender expects
+        import signal
+
+        typer.echo("terminated: rerun the same command to resume", err=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -737,6 +737,17 @@ if where in ("distill", "prune"):  # after the stage's first epoch checkpoint: m
         if path.parent.name == stage_dir and path.name == "checkpoint.pt":
             pause()
     training.save_torch = save_then_pause
+elif where == "atomic":  # inside the atomic write of the student's fp32 ONNX: written, not yet renamed
+    import contextlib
+    import edgedistill.io as io
+    real_atomic = io.atomic_path
+    @contextlib.contextmanager
+    def atomic_then_pause(path):
+        with real_atomic(path) as tmp:
+            yield tmp
+            if Path(path).name == "student.fp32.onnx":
+                pause()
+    io.atomic_path = atomic_then_pause
 else:  # after the student's fp32 ONNX, before its int8 one
     import edgedistill.stages.export as export
     real = export.export_onnx
@@ -758,38 +769,53 @@ def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(reference, tmp_path):
     assert _metrics(tmp_path / "again") == reference(NO_EXPORT)
 
 
-@pytest.mark.parametrize("stage", ["distill", "prune", "export"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, stage, sig):
-    out, marker = tmp_path / "run", tmp_path / "paused"
-    args = FAST if stage == "export" else NO_EXPORT
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSE, stage, str(marker), "compress", "--out", str(out), *args],
+def _signal_when_paused(where: str, out: Path, args: list, sig: int, tmp_path: Path, before=None):
+    """Run compress under _PAUSE, send `sig` once it is paused at `where`: (exit status, stderr). `before(proc)`
+    runs while it is paused."""
+    marker = tmp_path / f"paused-{where}"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE, where, str(marker), "compress", "--out", str(out), *args],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        assert marker.exists(), f"never reached mid-{stage} (exit {proc.poll()}): {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
+        assert marker.exists(), f"never reached {where} (exit {proc.poll()}): {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
         assert int(marker.read_text()) == proc.pid
-        if sig == signal.SIGKILL and stage == "distill":  # the lock comes before any stage: one stage is enough
-            # while it lives, a second run on the same --out is refused with exit 2 naming the holder
-            busy = cli("compress", "--out", out, *args)
-            one_line(busy, 2, f"--out {out}: a live run (pid {proc.pid}) holds this directory",
-                     "wait for it to finish or choose another --out")
+        if before:
+            before(proc)
         proc.send_signal(sig)
         err = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("stage", ["distill", "prune", "export"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, stage, sig):
+    out = tmp_path / "run"
+    args = FAST if stage == "export" else NO_EXPORT
+
+    def busy(proc):  # while it lives, a second run on the same --out is refused with exit 2 naming the holder
+        one_line(cli("compress", "--out", out, *args), 2, f"--out {out}: a live run (pid {proc.pid}) holds this directory",
+                 "wait for it to finish or choose another --out")
+
+    # the lock comes before any stage: one stage is enough
+    returncode, err = _signal_when_paused(stage, out, args, sig, tmp_path,
+                                          before=busy if sig == signal.SIGKILL and stage == "distill" else None)
     stage_dir = out / STAGE_DIR[stage]
     assert stage_dir.exists() and not (stage_dir / "done.json").exists()  # it really died mid-stage
     assert "Traceback" not in err, err[-3000:]
     if sig == signal.SIGINT:  # Ctrl-C: one line that says how to go on
-        assert proc.returncode == 130 and err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
+        assert returncode == 130 and err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
     else:
-        assert proc.returncode == -sig
-        assert (out / ".lock").read_text() == str(proc.pid)  # a stale lock: the file of a dead holder
+        assert returncode == -sig
+    if sig == signal.SIGTERM:  # it cleaned up on the way out, then died of the signal
+        assert err.strip().splitlines() == ["terminated: rerun the same command to resume"], err
+    # a lock file stays only where nothing could remove it (kill -9); it no longer binds anyone
+    assert (out / ".lock").exists() == (sig == signal.SIGKILL)
     assert not (out / "report.json").exists()
     rerun = cli("compress", "--out", out, *args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -804,6 +830,80 @@ def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, 
         epochs = [e["epoch"] for e in last if e["event"] == "epoch" and e["stage"] == stage]
         assert epochs == [2], epochs
     assert not [p for p in out.rglob("*.tmp")], "temporary files of the killed run were left behind"
+
+
+def _files(folder: Path) -> set[str]:
+    """Every file and folder under `folder`, hidden ones too, relative to it."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# What a run killed inside export's first write keeps: the finished stages, and nothing half-written.
+KEPT_MID_EXPORT = {"recipe.resolved.yaml", "target.resolved.yaml", "environment.json", "events.jsonl",
+                   "preflight.json", "01-teacher", "02-student", "03-distill", "04-prune", "07-export"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_inside_an_atomic_write_leaves_only_what_a_rerun_needs(tmp_path, sig):
+    out = tmp_path / "run"
+    returncode, err = _signal_when_paused("atomic", out, FAST, sig, tmp_path)
+    assert returncode == -sig and "Traceback" not in err, err[-3000:]
+    top = {p.name for p in out.iterdir()}
+    hidden = {p.name for p in out.rglob(".*")}
+    if sig == signal.SIGTERM:  # cleaned up before it died: no lock, no temporary
+        assert top == KEPT_MID_EXPORT and not hidden, (top, hidden)
+    else:  # kill -9 cleans nothing; the next run sweeps it, even one that then fails on its input
+        assert top == KEPT_MID_EXPORT | {".lock"}, top
+        assert hidden - {".lock"} == {p.name for p in (out / "07-export").glob(".student.fp32.onnx.*.tmp")}, hidden
+        assert len(hidden) == 2, hidden
+        one_line(cli("compress", "--out", out, *FAST, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+        assert {p.name for p in out.iterdir()} == KEPT_MID_EXPORT and not list(out.rglob(".*"))
+    assert _files(out / "07-export") == {"fingerprint", "teacher.fp32.onnx"}  # the student's was cut short
+
+
+def test_a_run_failing_on_its_data_leaves_nothing(tmp_path):
+    one_line(cli("compress", "--out", tmp_path / "new", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert not (tmp_path / "new").exists()  # created for the run, removed with its lock
+    (tmp_path / "empty").mkdir()
+    one_line(cli("compress", "--out", tmp_path / "empty", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert _files(tmp_path / "empty") == set()  # the user's folder stays, as it was
+
+
+def test_a_run_failing_mid_stage_keeps_the_finished_stages_and_no_lock(tmp_path):
+    out = tmp_path / "o"
+    one_line(cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.lr=1e12"), 3, "loss became nan")
+    assert {p.name for p in out.iterdir()} == {"recipe.resolved.yaml", "target.resolved.yaml", "environment.json",
+                                               "events.jsonl", "01-teacher", "02-student", "03-distill"}
+    assert _files(out / "03-distill") == {"fingerprint"} and not list(out.rglob(".*"))
+
+
+def test_force_never_deletes_a_folder_of_user_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "important.txt").write_text("mine")
+    (tmp_path / "sub" / "thesis.tex").write_text("mine too")
+    one_line(cli("compress", "--out", ".", "--force", *NO_EXPORT, cwd=tmp_path), 2,
+             f"--out {tmp_path}: not an edgedistill run directory (it holds important.txt, sub)",
+             "--force will not empty it; choose a new or empty directory for --out")
+    assert _files(tmp_path) == {"important.txt", "sub", "sub/thesis.tex"}
+
+
+def test_force_validates_first_then_deletes_only_the_runs_own_files(tmp_path):
+    out = tmp_path / "o"
+    first = cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.enabled=false",
+                "--set", "stages.prune.enabled=false")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "notes.txt").write_text("mine")  # a user's file beside the run's
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a --force whose data does not validate deletes nothing
+    one_line(cli("compress", "--out", out, "--force", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # a valid one starts over: the run's files are new, the user's file stays
+    again = cli("compress", "--out", out, "--force", *NO_EXPORT, "--set", "stages.distill.enabled=false",
+                "--set", "stages.prune.enabled=false")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert [e["event"] for e in _last_run(out)][0] == "run_start"
+    assert sum(json.loads(line)["event"] == "run_start" for line in (out / "events.jsonl").read_text().splitlines()) == 1
+    assert not (out / ".lock").exists()
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):
