@@ -155,6 +155,13 @@ def reference(tmp_path_factory):
      ["student: unknown arch 'resnet21'; did you mean"]),
     (INPROC, "teacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\ndevice: tpu\n",
      ["device: input should be 'auto', 'cpu' or 'cuda'"]),
+    # a key given twice is refused, at the top level or nested, never silently resolved to the last value
+    (PROC, "seed: 1\nteacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\nseed: 2\n",
+     ["r.yaml: line 4: duplicate key 'seed' (first on line 1); keep one of them"]),
+    (INPROC, "teacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\nstages:\n  distill:\n"
+             "    epochs: 3\n    lr: 0.1\n    epochs: 30\n", ["r.yaml: line 7: duplicate key 'epochs' (first on line 5)"]),
+    (INPROC, "teacher: {arch: cnn, channels: [8], arch: mlp}\nstudent: {arch: cnn, channels: [8]}\n",
+     ["r.yaml: line 1: duplicate key 'arch' (first on line 1)"]),
 ])
 def test_recipe_file_errors_are_one_line(monkeypatch, capsys, tmp_path, how, text, needles):
     (tmp_path / "r.yaml").write_text(text)
@@ -456,6 +463,9 @@ def test_unknown_target_and_bad_profiles(monkeypatch, capsys, tmp_path):
     (tmp_path / "t.yaml").write_text("name: t\nruntime: onnxruntime\nprecision: int8\n")
     one_line(compress(INPROC, monkeypatch, capsys, "--target", tmp_path / "t.yaml", "--out", tmp_path / "o"), 2,
              "target t.yaml: arch: required key is missing")
+    (tmp_path / "t.yaml").write_text("name: t\nruntime: onnxruntime\narch: x86_64\nprecision: int8\nprecision: fp32\n")
+    one_line(cli("compress", "--target", tmp_path / "t.yaml", "--out", tmp_path / "o"), 2,
+             "t.yaml: line 5: duplicate key 'precision' (first on line 4); keep one of them")
 
 
 def test_cuda_asked_for_on_a_machine_without_one(tmp_path):
