@@ -93,25 +93,41 @@ def save_torch(path: Path, obj: Any) -> None:
     write_bytes(path, buffer.getbuffer())
 
 
-def load_torch(path: Path) -> Any:
-    """Load a checkpoint without executing code: only tensors and plain containers."""
+RESAVE = "re-save it with torch.save(model.state_dict(), path)"
+
+
+def load_torch(path: Path, field: str | None = None) -> Any:
+    """Load a checkpoint without executing code: only tensors and plain containers. Errors name `field`, the
+    recipe key that gave the file, and the file."""
     import pickle
+    import warnings
 
     import torch
 
+    path = Path(path)
+    where = f"{field}: {path}" if field else str(path)
+    if path.is_dir():
+        raise UserError(f"{where} is a directory, not a checkpoint file; give the .pt file torch.save wrote")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{where} is empty (0 bytes), not a torch checkpoint; {RESAVE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's multi-line notes on pickle protocols: the error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # refusals of code name the GLOBAL they would import
-            raise UserError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:80]})") from None
+            reason = str(e).partition("WeightsUnpickler error:")[2].strip() or str(e)
+            raise UserError(f"{where} is not a readable torch checkpoint (a plain pickle or another format: "
+                            f"{reason.splitlines()[0][:80]}); {RESAVE}") from None
         raise UserError(
-            f"{path}: refused to load, it holds Python objects beyond tensors (a pickle could run code); "
+            f"{where}: refused to load, it holds Python objects beyond tensors (a pickle could run code); "
             "save a plain state_dict with torch.save(model.state_dict(), path)"
         ) from None
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError(f"{where}: file not found") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: not a readable torch checkpoint ({e.__class__.__name__})") from None
+        why = " ".join(str(e).split()).split(". ")[0][:80] or e.__class__.__name__
+        raise UserError(f"{where} is truncated or corrupt, not a readable torch checkpoint ({why}); {RESAVE}") from None
 
 
 def dir_size(path: Path) -> int:

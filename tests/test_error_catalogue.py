@@ -256,13 +256,45 @@ def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path):
     one_line(result, 2, "model.pt: refused to load", "save a plain state_dict")
 
 
+@pytest.mark.parametrize("make, field, needles", [
+    ("empty", "teacher.checkpoint", ["is empty (0 bytes), not a torch checkpoint"]),
+    ("truncated", "student.checkpoint", ["is truncated or corrupt, not a readable torch checkpoint"]),
+    ("pickle", "teacher.checkpoint", ["is not a readable torch checkpoint (a plain pickle or another format"]),
+])
+def test_empty_truncated_or_pickled_checkpoint_names_field_file_and_fix(tmp_path, make, field, needles):
+    import pickle
+
+    path = tmp_path / "w.pt"
+    if make == "empty":
+        path.write_bytes(b"")
+    elif make == "truncated":
+        whole = _save_model(tmp_path / "whole.pt", "cnn", [8, 16], (1, 8, 8), 10).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    else:  # a plain pickle whose loading would call os.system: refused, torch's own warnings kept quiet
+        pwned = tmp_path / "pwned"
+        path.write_bytes(pickle.dumps({"x": _Pwn(str(pwned))}, protocol=4))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONWARNINGS"}  # a warning must not leak through either
+    result = cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o", "--set", f"{field}={path}",
+                 "--set", "student.channels=[8, 16]", "--set", "stages.teacher.epochs=1", *MODELS_ONLY, env=env)
+    one_line(result, 2, f"{field}: {path} ", *needles, "re-save it with torch.save(model.state_dict(), path)")
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Pwn:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
 # ================================================================ paths: missing, unreadable, relative
 
 
 @pytest.mark.parametrize("how, make, field, needles", [
     (INPROC, None, "teacher.checkpoint", ["teacher.checkpoint:", "nope.pt does not exist (resolved to"]),
     (PROC, "junk", "teacher.checkpoint", ["not a readable torch checkpoint"]),
-    (PROC, "dir", "teacher.checkpoint", ["not a readable torch checkpoint (IsADirectoryError)"]),
+    (PROC, "dir", "teacher.checkpoint", ["teacher.checkpoint:", "nope.pt is a directory, not a checkpoint file"]),
     (INPROC, None, "data.path", ["data.path:", "nope.pt does not exist (resolved to"]),
 ])
 def test_missing_or_unreadable_paths(monkeypatch, capsys, tmp_path, how, make, field, needles):

@@ -70,7 +70,7 @@ def save_weights(handle: ModelHandle, stage_dir: Path) -> None:
 
 def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
     """Load a state_dict (weights_only) into handle; a shape or key mismatch is the user's to fix."""
-    state = io.load_torch(path)
+    state = io.load_torch(path, field)
     if isinstance(state, dict) and isinstance(state.get("state_dict") or state.get("model"), dict):
         state = state.get("state_dict") or state["model"]
     if not isinstance(state, dict):
