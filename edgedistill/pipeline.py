@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ class Context:
             from rich.console import Console
 
             Console(stderr=True, highlight=False).print(message)
+
+    def warn(self, message: str) -> None:
+        """One line on stderr, shown even with --quiet: something the user should fix or know, not a failure."""
+        if distributed.is_main():
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def event(self, kind: str, **fields: Any) -> None:
         if not distributed.is_main():
@@ -120,6 +126,8 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         else:
             torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
         ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        for note in ctx.data.notes:
+            ctx.warn(note)
         if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
             ctx.data = ctx.data.with_training(ctx.data.x_test[:0], ctx.data.y_test[:0])
         for name, stage in _stages():  # recipe x target conflicts, before any training

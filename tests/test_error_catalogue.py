@@ -458,10 +458,96 @@ def test_checkpoint_for_another_architecture(tmp_path):
 
 def test_data_mismatches(tmp_path):
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o1", "--set", "data.labels=[a, b, c]", *MODELS_ONLY),
-             2, "data.labels: 3 labels given but the data has 10 classes")
+             2, "data: train label ", "is not one of the 3 classes data.labels names (0..2); fix that label, or name "
+                                      "its class in data.labels")
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o2", *MODELS_ONLY,
                  "--set", "data.normalization={mean: [0.1, 0.1, 0.1], std: [1, 1, 1]}"),
              2, "data.normalization: has 3 channel(s) but the images have 1")
+
+
+def _labelled_npz(path: Path, labels) -> Path:
+    import numpy as np
+
+    y = np.asarray(labels)
+    np.savez(path, x_train=np.random.default_rng(0).integers(0, 256, (len(y), 8, 8), dtype=np.uint8), y_train=y)
+    return path
+
+
+def _with_label(n: int, index: int, value: int) -> list[int]:
+    y = [i % 4 for i in range(n)]
+    y[index] = value
+    return y
+
+
+LABELS_RUN = [*NPZ, *MODELS_ONLY, "--set", "stages.teacher.epochs=1", "--set", "teacher.channels=[8]",
+              "--set", "student.channels=[8]", "--target", "x86-avx2"]
+
+
+@pytest.mark.parametrize("labels, declared, needles", [
+    # a label outside data.labels is named, with its split and index, instead of blaming data.labels
+    (_with_label(96, 17, 7), "[a, b, c, d]",
+     ["data: train label 7 (example 17 of the train split) is not one of the 4 classes data.labels names (0..3)"]),
+    # without data.labels one stray label must not make a 100-class model
+    (_with_label(96, 17, 99), None,
+     ["data: train label 99 (example 17 of the train split) implies 100 classes, but 95 of the ids 0..99 have no "
+      "example", "labels must be 0..K-1 with every class present"]),
+    # one class: a model that always answers it would score 100%
+    ([0] * 96, None, ["data: the training split has only class '0'; a classifier needs examples of at least 2 classes"]),
+])
+def test_labels_the_classes_cannot_support_are_refused(tmp_path, labels, declared, needles):
+    data = _labelled_npz(tmp_path / "d.npz", labels)
+    extra = ["--set", f"data.labels={declared}"] if declared else []
+    one_line(cli("compress", "--out", tmp_path / "o", *LABELS_RUN, "--set", f"data.path={data}", *extra), 2, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_class_without_training_examples_is_a_warning(tmp_path):
+    data = _labelled_npz(tmp_path / "d.npz", [i % 3 for i in range(96)])
+    result = cli("compress", "--out", tmp_path / "o", *LABELS_RUN, "--set", f"data.path={data}",
+                 "--set", "data.labels=[a, b, c, d]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines() == ["warning: data: 1 of 4 classes have no training example ('d'); the model "
+                                          "cannot learn them"]
+    assert json.loads((tmp_path / "o" / "02-student" / "result.json").read_text())["accuracy"] is not None
+
+
+def test_a_text_label_outside_data_labels_is_named(text_files, tmp_path):
+    one_line(text_cli(tmp_path / "o", text_files["encoder"], text_files["train"], "--set", "data.labels=[pos, other]"),
+             2, "data: train label 'neg' (example ", "of the train split) is not one of data.labels ['pos', 'other']",
+             "fix that label, or add its class to data.labels")
+
+
+def _image_folder(root: Path, classes: list[str], per_class: int = 8) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_an_image_folders_class_names_win_over_the_recipes_labels(tmp_path):
+    """Starting from the digits recipe (labels "0".."9") with one's own folder: its class names are used."""
+    from edgedistill.data import load_data
+    from edgedistill.recipe import load_recipe
+
+    folder = _image_folder(tmp_path / "imgs", ["cat", "dog", "owl"])
+    sets = ["data.dataset=folder", f"data.path={folder}", "data.normalization=null"]
+    data = load_data(load_recipe("digits", sets).data, 0)
+    assert data.spec.labels == ("cat", "dog", "owl") and data.spec.num_classes == 3
+    note = ("warning: data.labels (0, 1, 2, 3, ...) differ from the class names the data carries (cat, dog, owl); "
+            "the data's names are used, data.labels is ignored")
+    assert data.notes == (note.removeprefix("warning: "),)
+    result = cli("compress", "--recipe", "digits", "--out", tmp_path / "o", *MODELS_ONLY, "--target", "x86-avx2",
+                 "--set", "stages.teacher.epochs=1", *(x for s in sets for x in ("--set", s)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [note]
+    # the recipe's own labels for the folder's names: no note at all
+    same = load_data(load_recipe("digits", [*sets, "data.labels=[cat, dog, owl]"]).data, 0)
+    assert same.spec.labels == ("cat", "dog", "owl") and same.notes == ()
 
 
 def test_teacher_normalization_for_other_channels(tmp_path):
