@@ -77,9 +77,12 @@ def compress(
 @app.command()
 def targets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """List the target device profiles."""
-    from edgedistill.targets import available, load_target
+    from edgedistill.targets import TARGETS_DIR, available, load_target
 
     profiles = [load_target(name) for name in available()]
+    if not profiles:
+        raise UserError(f"{TARGETS_DIR}: no target profiles (*.yaml) there; point EDGEDISTILL_TARGETS at a folder "
+                        "of them, or reinstall edgedistill")
     if as_json:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
         return
