@@ -183,6 +183,13 @@ def test_recipe_file_that_is_not_text_is_one_line(tmp_path):
     (INPROC, "seed.x=1", ["--set seed.x: 'seed' is a value, not a section"]),
     (INPROC, "stages.distill.epochs=[1", ["--set stages.distill.epochs: line 1, column 3: invalid YAML"]),
     (INPROC, "stages.distill.epochs=-1", ["stages.distill.epochs: input should be greater than or equal to 0", "(got -1)"]),
+    # counts are bounded: a few zeros too many is refused at once, naming the bound
+    (PROC, "stages.distill.epochs=1000000000000",
+     ["stages.distill.epochs: input should be less than or equal to 10000", "(got 1000000000000)"]),
+    (INPROC, "data.batch_size=10000000", ["data.batch_size: input should be less than or equal to 65536"]),
+    (INPROC, "stages.bench.repeats=1000000000000", ["stages.bench.repeats: input should be less than or equal to 1000000"]),
+    (INPROC, "stages.distill.data_free.iterations=999999999",
+     ["stages.distill.data_free.iterations: input should be less than or equal to 100000"]),
     (INPROC, "stages.distill.lr=fast", ["stages.distill.lr: input should be a valid number", "'fast'"]),
     (INPROC, "stages.prune.importance=magnitude",
      ["stages.prune.importance: input should be 'l2', 'l1', 'taylor' or 'bn_scale'"]),
