@@ -952,9 +952,12 @@ def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, 
     # a lock file stays only where nothing could remove it (kill -9); it no longer binds anyone
     assert (out / ".lock").exists() == (sig == signal.SIGKILL)
     assert not (out / "report.json").exists()
-    rerun = cli("compress", "--out", out, *args)
+    loud = sig == signal.SIGINT  # after Ctrl-C, a rerun as typed at a terminal: it says where it continues
+    rerun = cli("compress", "--out", out, *(a for a in args if not (loud and a == "--quiet")))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _metrics(out) == reference(args)  # resumed, not merely restarted differently
+    if loud and stage != "export":
+        assert f"    {stage}: resuming at epoch 2 of 2 from checkpoint.pt" in rerun.stderr.splitlines(), rerun.stderr
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     last = events[max(i for i, e in enumerate(events) if e["event"] == "run_start"):]
     skipped = {e["stage"] for e in last if e["event"] == "stage_skipped"}
@@ -1039,6 +1042,19 @@ def test_force_validates_first_then_deletes_only_the_runs_own_files(tmp_path):
     assert [e["event"] for e in _last_run(out)][0] == "run_start"
     assert sum(json.loads(line)["event"] == "run_start" for line in (out / "events.jsonl").read_text().splitlines()) == 1
     assert not (out / ".lock").exists()
+
+
+def test_every_training_stage_says_how_long_its_epochs_will_take(tmp_path):
+    import re
+
+    result = cli("compress", "--out", tmp_path / "o", *(a for a in NO_EXPORT if a != "--quiet"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    estimates = [(lines[i - 1], int(m[1])) for i, line in enumerate(lines)
+                 if (m := re.fullmatch(r"    ~(\d+) epochs? x [\d.]+ (s|min|h|days) = about [\d.]+ (s|min|h|days)", line))]
+    # each before its stage's epochs, with the epochs still to run (the prune stage first reports its step)
+    assert [(before.split(":")[0], epochs) for before, epochs in estimates] == [
+        ("[1/9] teacher", 1), ("[3/9] distill", 2), ("    step 1", 2)], lines
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):

@@ -140,4 +140,4 @@ def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "
     return fit(model, task, kw.pop("data", ctx.data), cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
                batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
-               on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)
+               on_epoch=lambda r: ctx.event("epoch", stage=name, **r), say=ctx.log, **kw)
