@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from edgedistill.errors import RefusedError, UserError
+from edgedistill.rundir import Terminated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill, prune, quantize and export a model for a target device.")
@@ -59,12 +60,13 @@ def compress(
     profile = load_target(target)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory; choose a directory path")
-    from edgedistill import distributed, pipeline
+    from edgedistill import distributed, pipeline, rundir
 
     distributed.init_from_env()
     main_rank = distributed.is_main()
     try:
-        state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
+        with rundir.terminate_as_exception():
+            state = pipeline.run(resolved, profile, out, force=force, quiet=quiet)
     finally:
         distributed.shutdown()
     if main_rank:
@@ -75,9 +77,12 @@ def compress(
 @app.command()
 def targets(as_json: bool = typer.Option(False, "--json", help="Print a JSON list.")) -> None:
     """List the target device profiles."""
-    from edgedistill.targets import available, load_target
+    from edgedistill.targets import TARGETS_DIR, available, load_target
 
     profiles = [load_target(name) for name in available()]
+    if not profiles:
+        raise UserError(f"{TARGETS_DIR}: no target profiles (*.yaml) there; point EDGEDISTILL_TARGETS at a folder "
+                        "of them, or reinstall edgedistill")
     if as_json:
         typer.echo(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
         return
@@ -102,8 +107,8 @@ def bench(
     model: Path = typer.Argument(..., help="An exported .onnx or .ort file."),
     target: str = typer.Option(..., "--target", "-t", help="Target name or profile YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    warmup: int = typer.Option(20, help="Runs excluded before timing."),
-    repeats: int = typer.Option(200, help="Timed runs."),
+    warmup: int = typer.Option(20, min=0, max=1_000_000, help="Runs excluded before timing."),
+    repeats: int = typer.Option(200, min=1, max=1_000_000, help="Timed runs."),
     on_device: bool = typer.Option(False, "--on-device", help="Time it on the attached Android phone (adb)."),
     perf_test: Optional[Path] = typer.Option(None, help="onnxruntime_perf_test built for Android (--on-device)."),
     serial: Optional[str] = typer.Option(None, help="adb serial when several phones are attached."),
@@ -199,6 +204,12 @@ def main() -> None:
         _fail(e, 3)
     except KeyboardInterrupt:  # outside typer's own handling (which makes it an exit 130, below)
         _interrupted()
+    except Terminated:  # SIGTERM: cleaned up on the way here; die of the signal, as the sender expects
+        import signal
+
+        typer.echo("terminated: rerun the same command to resume", err=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

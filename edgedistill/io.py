@@ -93,25 +93,41 @@ def save_torch(path: Path, obj: Any) -> None:
     write_bytes(path, buffer.getbuffer())
 
 
-def load_torch(path: Path) -> Any:
-    """Load a checkpoint without executing code: only tensors and plain containers."""
+RESAVE = "re-save it with torch.save(model.state_dict(), path)"
+
+
+def load_torch(path: Path, field: str | None = None) -> Any:
+    """Load a checkpoint without executing code: only tensors and plain containers. Errors name `field`, the
+    recipe key that gave the file, and the file."""
     import pickle
+    import warnings
 
     import torch
 
+    path = Path(path)
+    where = f"{field}: {path}" if field else str(path)
+    if path.is_dir():
+        raise UserError(f"{where} is a directory, not a checkpoint file; give the .pt file torch.save wrote")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{where} is empty (0 bytes), not a torch checkpoint; {RESAVE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's multi-line notes on pickle protocols: the error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # refusals of code name the GLOBAL they would import
-            raise UserError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:80]})") from None
+            reason = str(e).partition("WeightsUnpickler error:")[2].strip() or str(e)
+            raise UserError(f"{where} is not a readable torch checkpoint (a plain pickle or another format: "
+                            f"{reason.splitlines()[0][:80]}); {RESAVE}") from None
         raise UserError(
-            f"{path}: refused to load, it holds Python objects beyond tensors (a pickle could run code); "
+            f"{where}: refused to load, it holds Python objects beyond tensors (a pickle could run code); "
             "save a plain state_dict with torch.save(model.state_dict(), path)"
         ) from None
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError(f"{where}: file not found") from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: not a readable torch checkpoint ({e.__class__.__name__})") from None
+        why = " ".join(str(e).split()).split(". ")[0][:80] or e.__class__.__name__
+        raise UserError(f"{where} is truncated or corrupt, not a readable torch checkpoint ({why}); {RESAVE}") from None
 
 
 def dir_size(path: Path) -> int:
@@ -123,42 +139,60 @@ def dir_size(path: Path) -> int:
 
 class RunLock:
     """An exclusive flock on OUT/.lock. The kernel drops it when the process dies (even kill -9),
-    so a stale lock file from a dead run never blocks the next one."""
+    so a stale lock file from a dead run never blocks the next one. The file is removed when the run ends,
+    and so is OUT when this run created it and left nothing in it (a run refused before it wrote anything)."""
 
     def __init__(self, out: Path):
         self.path = Path(out) / ".lock"
         self._fd: int | None = None
+        self._created = False
 
     def __enter__(self) -> "RunLock":
         out = self.path.parent
+        self._created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             if e.errno in FULL:
                 raise
             raise UserError(f"--out {out}: cannot create it ({e.strerror or e}); choose a writable directory") from None
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            if e.errno in FULL:
-                raise
-            raise UserError(f"--out {out}: cannot write in it ({e.strerror or e}); choose a writable directory") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise UserError(
-                f"--out {self.path.parent}: a live run (pid {holder}) holds this directory; "
-                "wait for it to finish or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        while self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                if e.errno in FULL:
+                    raise
+                raise UserError(f"--out {out}: cannot write in it ({e.strerror or e}); choose a writable directory") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise UserError(
+                    f"--out {self.path.parent}: a live run (pid {holder}) holds this directory; "
+                    "wait for it to finish or choose another --out"
+                ) from None
+            if not self._same_file(fd):  # locked a file its finished holder had just removed: open the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._fd = fd
         return self
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # removed while still held: no other run can have it
+                self.path.unlink()
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            if self._created:
+                with contextlib.suppress(OSError):  # not empty: the run wrote something a rerun needs
+                    self.path.parent.rmdir()

@@ -1,7 +1,8 @@
 """Runs the stages in order over one run directory, skipping finished ones and resuming interrupted ones.
 
 OUT/
-  recipe.resolved.yaml     the recipe as validated, with every default filled in
+  recipe.resolved.yaml     the recipe as validated, with every default filled in; written once recipe, target
+                           and data are valid, it marks a run directory (the only kind --force empties)
   events.jsonl             one JSON object per event, for tools and CI
   NN-stage/                each stage's files; `done.json` is written last, atomically, and marks
                            the stage finished for the fingerprint it records; `refused.json` instead
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,9 @@ from typing import Any
 
 import torch
 
-from edgedistill import distributed, environment, io
+from edgedistill import distributed, environment, io, rundir
 from edgedistill.data import DataBundle, load_data
-from edgedistill.errors import RefusedError
+from edgedistill.errors import RefusedError, UserError
 from edgedistill.models import ModelHandle
 from edgedistill.recipe import Recipe
 from edgedistill.targets import TargetProfile
@@ -50,6 +52,11 @@ class Context:
             from rich.console import Console
 
             Console(stderr=True, highlight=False).print(message)
+
+    def warn(self, message: str) -> None:
+        """One line on stderr, shown even with --quiet: something the user should fix or know, not a failure."""
+        if distributed.is_main():
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def event(self, kind: str, **fields: Any) -> None:
         if not distributed.is_main():
@@ -79,8 +86,6 @@ def _stages() -> list[tuple[str, ModuleType]]:
 
 
 def pick_device(choice: str) -> torch.device:
-    from edgedistill.errors import UserError
-
     if choice == "cuda" and not torch.cuda.is_available():
         raise UserError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
@@ -115,28 +120,33 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
     out = Path(out).resolve()
     lock = io.RunLock(out) if distributed.is_main() else contextlib.nullcontext()
     with lock:
-        if force and distributed.is_main():
-            for child in out.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        io.write_yaml(out / "recipe.resolved.yaml", recipe.model_dump(mode="json"))
-        io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
+        if distributed.is_main():
+            if force:
+                rundir.check_force(out)
+            rundir.sweep(out)
         ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
         if ctx.device.type == "cpu":
             _deterministic(recipe.training.compile)  # same recipe and seed, same numbers
         else:
             torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
-        if not quiet:
-            from edgedistill.progress import StageProgress
-
-            ctx.progress = StageProgress()
-        io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
         ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        for note in ctx.data.notes:
+            ctx.warn(note)
         if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
             ctx.data = ctx.data.with_training(ctx.data.x_test[:0], ctx.data.y_test[:0])
         for name, stage in _stages():  # recipe x target conflicts, before any training
             if getattr(recipe.stages, name).enabled and hasattr(stage, "validate"):
                 stage.validate(recipe, target)
+        # Recipe, target and data are valid: only now is anything deleted or written.
+        if force and distributed.is_main():
+            rundir.clear(out)
+        io.write_yaml(out / rundir.MARKER, recipe.model_dump(mode="json"))
+        io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
+        io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
+        if not quiet:
+            from edgedistill.progress import StageProgress
+
+            ctx.progress = StageProgress()
         with distributed.failures_shared():  # rank 0 has locked and cleaned the run directory
             if distributed.is_main() and recipe.stages.export.enabled:
                 from edgedistill import preflight
@@ -212,7 +222,10 @@ def _record_refusal(ctx: Context, name: str, stage_dir: Path, error: Exception) 
 
 def _prepare_dir(stage_dir: Path, fingerprint: str) -> None:
     """Keep an interrupted stage's checkpoints only if they were made for the same inputs."""
-    marker = stage_dir / "fingerprint"
+    marker = stage_dir / rundir.STAGE_MARKER
+    if stage_dir.exists() and not marker.exists() and any(stage_dir.iterdir()):
+        raise UserError(f"--out {stage_dir.parent}: {stage_dir.name} is not a stage folder of a run (it has no "
+                        f"{marker.name}); move it out of --out, which the run needs to write {stage_dir.name} in")
     if stage_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint or (stage_dir / "done.json").exists()):
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,11 @@ from pydantic import Field, model_validator
 from edgedistill.errors import UserError
 from edgedistill.schema import Strict, parse_yaml, read_yaml, validate
 
+# Upper bounds on counts: a typo of a few zeros is refused at once instead of running for years.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_REPEATS = 1_000_000
+
 # ---------------------------------------------------------------- sections
 
 
@@ -67,7 +72,7 @@ class DataConfig(Strict):
     label_column: str = Field("label", description="text: the column with the label (class index or name)")
     max_length: int = Field(128, ge=4, le=4096, description="text: tokens per example (padded/truncated)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share when the data has no test split")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     limit_train: int | None = Field(None, ge=1, description="train on a seeded random subset of this many "
                                                             "examples (quick trials); the test split stays whole")
     normalization: Normalization | None = Field(None, description="None: computed from the training split")
@@ -161,7 +166,7 @@ class StageBase(Strict):
 
 
 class TrainStage(StageBase):
-    epochs: int = Field(ge=0)
+    epochs: int = Field(ge=0, le=MAX_EPOCHS)
     lr: float = Field(0.05, gt=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -221,9 +226,9 @@ class DataFree(Strict):
     generated images labelled by the teacher."""
 
     enabled: bool = False
-    iterations: int = Field(50, ge=1, description="generator/student rounds per epoch (stages.distill.epochs)")
-    batch_size: int = Field(256, ge=2, description="generated images per step")
-    student_steps: int = Field(5, ge=1, description="student updates per generator update")
+    iterations: int = Field(50, ge=1, le=100_000, description="generator/student rounds per epoch (stages.distill.epochs)")
+    batch_size: int = Field(256, ge=2, le=MAX_BATCH, description="generated images per step")
+    student_steps: int = Field(5, ge=1, le=1000, description="student updates per generator update")
     generator_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the generator")
     z_dim: int = Field(256, ge=1, description="generator noise dimension")
     width: int = Field(128, ge=4, description="generator channels")
@@ -233,7 +238,7 @@ class DataFree(Strict):
     bn_weight: float = Field(1.0, ge=0, description="generator: match the teacher's BatchNorm statistics")
     oh_weight: float = Field(0.5, ge=0, description="generator: confident teacher predictions (DAFL one-hot)")
     entropy_weight: float = Field(5.0, ge=0, description="generator: classes used evenly (DAFL information entropy)")
-    transfer_set: int = Field(10000, ge=2, description="generated images kept for prune, qat and calibration")
+    transfer_set: int = Field(10000, ge=2, le=10_000_000, description="generated images kept for prune, qat and calibration")
 
 
 class SequenceKD(Strict):
@@ -242,8 +247,8 @@ class SequenceKD(Strict):
     ce_weight) and, with kd_weight > 0, the teacher's per-token distributions (top `logits_topk` kept)."""
 
     prompt_tokens: int = Field(8, ge=1, description="tokens of each training text that prompt the teacher")
-    max_new_tokens: int = Field(32, ge=1, description="longest teacher continuation")
-    num_beams: int = Field(1, ge=1, description="1: greedy; more: beam search (Kim & Rush's mode seeking)")
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="longest teacher continuation")
+    num_beams: int = Field(1, ge=1, le=64, description="1: greedy; more: beam search (Kim & Rush's mode seeking)")
     sample: bool = Field(False, description="sample the continuations instead (top_k, temperature 1)")
     top_k: int | None = Field(None, ge=1, description="sampling: keep the k most likely tokens")
     logits_topk: int | None = Field(None, ge=1, description="also cache the teacher's k largest logits per token "
@@ -255,7 +260,7 @@ class DistillStage(KDStage):
     data_free: DataFree = DataFree()
     sequence: SequenceKD = SequenceKD()
     generations: int = Field(
-        1, ge=1, description="born-again networks (Furlanello et al. 2018): generation g+1 is a fresh student "
+        1, ge=1, le=100, description="born-again networks (Furlanello et al. 2018): generation g+1 is a fresh student "
                              "distilled from generation g; use with student.arch = teacher.arch")
     ensemble_generations: bool = Field(False, description="also report the accuracy of all generations averaged")
 
@@ -273,10 +278,10 @@ class PruneStage(KDStage):
                                 "harmful per MAC first; importance, scope and round_to then do not apply)")
     importance: Literal["l2", "l1", "taylor", "bn_scale"] = "l2"
     scope: Literal["global", "per_layer"] = Field("global", description="one threshold across layers, or one ratio per layer")
-    steps: int = Field(1, ge=1, description="MACs/params budgets: reached in this many geometric steps")
-    step_epochs: int = Field(1, ge=0, description="KD recovery epochs after each step but the last")
+    steps: int = Field(1, ge=1, le=100, description="MACs/params budgets: reached in this many geometric steps")
+    step_epochs: int = Field(1, ge=0, le=MAX_EPOCHS, description="KD recovery epochs after each step but the last")
     latency_step: float = Field(0.8, gt=0, lt=1, description="latency budget: each step keeps this share of the MACs")
-    max_steps: int = Field(10, ge=1, description="latency budget: give up after this many steps")
+    max_steps: int = Field(10, ge=1, le=100, description="latency budget: give up after this many steps")
     measure_latency: bool = Field(True, description="time an exported copy after every step (the evidence)")
     round_to: int | None = Field(None, ge=1, description="None: the target's channel multiple")
     ignore: list[str] = Field(default_factory=list, description="module names never pruned")
@@ -320,8 +325,8 @@ class PrecisionStage(StageBase):
     latency_ms: float | None = Field(None, gt=0, description="choose the most accurate plan within this p50; "
                                                             "None: the fastest within the tolerance")
     keep_fp32: list[str] = Field([], description="blocks that stay fp32 whatever is measured (e.g. [fc])")
-    check_samples: int = Field(2000, ge=64, description="labelled training images for the accuracy check")
-    rounds: int = Field(7, ge=1, description="alternating timing rounds per candidate")
+    check_samples: int = Field(2000, ge=64, le=1_000_000, description="labelled training images for the accuracy check")
+    rounds: int = Field(7, ge=1, le=1000, description="alternating timing rounds per candidate")
 
 
 class ExportStage(StageBase):
@@ -341,13 +346,13 @@ class ExportStage(StageBase):
 
 
 class BenchStage(StageBase):
-    warmup: int = Field(20, ge=0)
-    repeats: int = Field(200, ge=1)
-    threads: int | None = Field(None, ge=1, description="None: the target's thread count")
+    warmup: int = Field(20, ge=0, le=MAX_REPEATS)
+    repeats: int = Field(200, ge=1, le=MAX_REPEATS)
+    threads: int | None = Field(None, ge=1, le=1024, description="None: the target's thread count")
     on_device: bool = Field(False, description="also time the .ort on the attached Android phone (adb and "
                                                "onnxruntime_perf_test from EDGEDISTILL_ORT_PERF_TEST)")
-    speculative_k: int = Field(4, ge=1, description="causal LMs: tokens the student drafts per teacher pass")
-    speculative_prompts: int = Field(20, ge=1, description="causal LMs: held-out prompts decoded speculatively")
+    speculative_k: int = Field(4, ge=1, le=64, description="causal LMs: tokens the student drafts per teacher pass")
+    speculative_prompts: int = Field(20, ge=1, le=100_000, description="causal LMs: held-out prompts decoded speculatively")
 
 
 class Stages(Strict):

@@ -110,9 +110,34 @@ def read_yaml(path: Path) -> Any:
     return parse_yaml(text, str(path))
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """The same key twice in one mapping: YAML would silently keep the last value."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing duplicate keys at any depth (merge keys `<<` may still override)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    shown = str(key).encode("unicode_escape").decode()  # one line, whatever the key holds
+                    raise DuplicateKey(None, None, f"duplicate key '{shown}' (first on line "
+                                                   f"{seen[key].start_mark.line + 1})", key_node.start_mark)
+                seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader: plain data only
+    except DuplicateKey as e:
+        mark = e.problem_mark
+        raise UserError(f"{source}: line {mark.line + 1}: {e.problem}; keep one of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

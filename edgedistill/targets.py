@@ -12,8 +12,8 @@ from pydantic import Field
 from edgedistill.errors import UserError
 from edgedistill.schema import Strict, read_yaml, validate
 
-# The profiles live in the project's top-level targets/ folder; EDGEDISTILL_TARGETS points elsewhere.
-TARGETS_DIR = Path(os.environ.get("EDGEDISTILL_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+# The profiles ship inside the package (the top-level targets/ links here); EDGEDISTILL_TARGETS points elsewhere.
+TARGETS_DIR = Path(os.environ.get("EDGEDISTILL_TARGETS", Path(__file__).resolve().parent / "profiles"))
 
 
 class CoreMLSettings(Strict):

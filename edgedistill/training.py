@@ -17,6 +17,7 @@ from edgedistill import distributed
 from edgedistill.data.augment import augment as augment_batch
 from edgedistill.errors import RefusedError
 from edgedistill.io import load_torch, save_torch
+from edgedistill.progress import begin
 from edgedistill.recipe import Augment, Training, TrainStage
 
 Task = Callable[..., dict]
@@ -79,6 +80,7 @@ def fit(
     progress=None,
     on_epoch: Callable[[dict], None] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Train `model` in place for cfg.epochs; returns the per-epoch history.
 
@@ -119,6 +121,8 @@ def fit(
     # every rank): the last n % world examples of a permutation sit that epoch out.
     n = len(data.x_train) // world * world
     steps = math.ceil(n // world / batch_size)
+    estimate = begin(say, stage, checkpoint, len(history), cfg.epochs, steps,
+                     torch.cuda.synchronize if cuda else lambda: None)
     if progress:
         progress.start(stage, total=cfg.epochs * steps, done=len(history) * steps)
     for epoch in range(len(history), cfg.epochs):
@@ -144,6 +148,7 @@ def fit(
             if cfg.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
             optimizer.step()
+            estimate.step()
             for k, v in losses.items():  # summed on the device: no host sync per step
                 if k != "output":
                     sums[k] = sums.get(k, 0) + v.detach().float() * len(y)

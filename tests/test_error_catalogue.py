@@ -155,6 +155,13 @@ def reference(tmp_path_factory):
      ["student: unknown arch 'resnet21'; did you mean"]),
     (INPROC, "teacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\ndevice: tpu\n",
      ["device: input should be 'auto', 'cpu' or 'cuda'"]),
+    # a key given twice is refused, at the top level or nested, never silently resolved to the last value
+    (PROC, "seed: 1\nteacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\nseed: 2\n",
+     ["r.yaml: line 4: duplicate key 'seed' (first on line 1); keep one of them"]),
+    (INPROC, "teacher: {arch: cnn, channels: [8]}\nstudent: {arch: cnn, channels: [8]}\nstages:\n  distill:\n"
+             "    epochs: 3\n    lr: 0.1\n    epochs: 30\n", ["r.yaml: line 7: duplicate key 'epochs' (first on line 5)"]),
+    (INPROC, "teacher: {arch: cnn, channels: [8], arch: mlp}\nstudent: {arch: cnn, channels: [8]}\n",
+     ["r.yaml: line 1: duplicate key 'arch' (first on line 1)"]),
 ])
 def test_recipe_file_errors_are_one_line(monkeypatch, capsys, tmp_path, how, text, needles):
     (tmp_path / "r.yaml").write_text(text)
@@ -176,6 +183,13 @@ def test_recipe_file_that_is_not_text_is_one_line(tmp_path):
     (INPROC, "seed.x=1", ["--set seed.x: 'seed' is a value, not a section"]),
     (INPROC, "stages.distill.epochs=[1", ["--set stages.distill.epochs: line 1, column 3: invalid YAML"]),
     (INPROC, "stages.distill.epochs=-1", ["stages.distill.epochs: input should be greater than or equal to 0", "(got -1)"]),
+    # counts are bounded: a few zeros too many is refused at once, naming the bound
+    (PROC, "stages.distill.epochs=1000000000000",
+     ["stages.distill.epochs: input should be less than or equal to 10000", "(got 1000000000000)"]),
+    (INPROC, "data.batch_size=10000000", ["data.batch_size: input should be less than or equal to 65536"]),
+    (INPROC, "stages.bench.repeats=1000000000000", ["stages.bench.repeats: input should be less than or equal to 1000000"]),
+    (INPROC, "stages.distill.data_free.iterations=999999999",
+     ["stages.distill.data_free.iterations: input should be less than or equal to 100000"]),
     (INPROC, "stages.distill.lr=fast", ["stages.distill.lr: input should be a valid number", "'fast'"]),
     (INPROC, "stages.prune.importance=magnitude",
      ["stages.prune.importance: input should be 'l2', 'l1', 'taylor' or 'bn_scale'"]),
@@ -249,13 +263,45 @@ def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path):
     one_line(result, 2, "model.pt: refused to load", "save a plain state_dict")
 
 
+@pytest.mark.parametrize("make, field, needles", [
+    ("empty", "teacher.checkpoint", ["is empty (0 bytes), not a torch checkpoint"]),
+    ("truncated", "student.checkpoint", ["is truncated or corrupt, not a readable torch checkpoint"]),
+    ("pickle", "teacher.checkpoint", ["is not a readable torch checkpoint (a plain pickle or another format"]),
+])
+def test_empty_truncated_or_pickled_checkpoint_names_field_file_and_fix(tmp_path, make, field, needles):
+    import pickle
+
+    path = tmp_path / "w.pt"
+    if make == "empty":
+        path.write_bytes(b"")
+    elif make == "truncated":
+        whole = _save_model(tmp_path / "whole.pt", "cnn", [8, 16], (1, 8, 8), 10).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    else:  # a plain pickle whose loading would call os.system: refused, torch's own warnings kept quiet
+        pwned = tmp_path / "pwned"
+        path.write_bytes(pickle.dumps({"x": _Pwn(str(pwned))}, protocol=4))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONWARNINGS"}  # a warning must not leak through either
+    result = cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o", "--set", f"{field}={path}",
+                 "--set", "student.channels=[8, 16]", "--set", "stages.teacher.epochs=1", *MODELS_ONLY, env=env)
+    one_line(result, 2, f"{field}: {path} ", *needles, "re-save it with torch.save(model.state_dict(), path)")
+    assert not (tmp_path / "pwned").exists()
+
+
+class _Pwn:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
 # ================================================================ paths: missing, unreadable, relative
 
 
 @pytest.mark.parametrize("how, make, field, needles", [
     (INPROC, None, "teacher.checkpoint", ["teacher.checkpoint:", "nope.pt does not exist (resolved to"]),
     (PROC, "junk", "teacher.checkpoint", ["not a readable torch checkpoint"]),
-    (PROC, "dir", "teacher.checkpoint", ["not a readable torch checkpoint (IsADirectoryError)"]),
+    (PROC, "dir", "teacher.checkpoint", ["teacher.checkpoint:", "nope.pt is a directory, not a checkpoint file"]),
     (INPROC, None, "data.path", ["data.path:", "nope.pt does not exist (resolved to"]),
 ])
 def test_missing_or_unreadable_paths(monkeypatch, capsys, tmp_path, how, make, field, needles):
@@ -419,10 +465,96 @@ def test_checkpoint_for_another_architecture(tmp_path):
 
 def test_data_mismatches(tmp_path):
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o1", "--set", "data.labels=[a, b, c]", *MODELS_ONLY),
-             2, "data.labels: 3 labels given but the data has 10 classes")
+             2, "data: train label ", "is not one of the 3 classes data.labels names (0..2); fix that label, or name "
+                                      "its class in data.labels")
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o2", *MODELS_ONLY,
                  "--set", "data.normalization={mean: [0.1, 0.1, 0.1], std: [1, 1, 1]}"),
              2, "data.normalization: has 3 channel(s) but the images have 1")
+
+
+def _labelled_npz(path: Path, labels) -> Path:
+    import numpy as np
+
+    y = np.asarray(labels)
+    np.savez(path, x_train=np.random.default_rng(0).integers(0, 256, (len(y), 8, 8), dtype=np.uint8), y_train=y)
+    return path
+
+
+def _with_label(n: int, index: int, value: int) -> list[int]:
+    y = [i % 4 for i in range(n)]
+    y[index] = value
+    return y
+
+
+LABELS_RUN = [*NPZ, *MODELS_ONLY, "--set", "stages.teacher.epochs=1", "--set", "teacher.channels=[8]",
+              "--set", "student.channels=[8]", "--target", "x86-avx2"]
+
+
+@pytest.mark.parametrize("labels, declared, needles", [
+    # a label outside data.labels is named, with its split and index, instead of blaming data.labels
+    (_with_label(96, 17, 7), "[a, b, c, d]",
+     ["data: train label 7 (example 17 of the train split) is not one of the 4 classes data.labels names (0..3)"]),
+    # without data.labels one stray label must not make a 100-class model
+    (_with_label(96, 17, 99), None,
+     ["data: train label 99 (example 17 of the train split) implies 100 classes, but 95 of the ids 0..99 have no "
+      "example", "labels must be 0..K-1 with every class present"]),
+    # one class: a model that always answers it would score 100%
+    ([0] * 96, None, ["data: the training split has only class '0'; a classifier needs examples of at least 2 classes"]),
+])
+def test_labels_the_classes_cannot_support_are_refused(tmp_path, labels, declared, needles):
+    data = _labelled_npz(tmp_path / "d.npz", labels)
+    extra = ["--set", f"data.labels={declared}"] if declared else []
+    one_line(cli("compress", "--out", tmp_path / "o", *LABELS_RUN, "--set", f"data.path={data}", *extra), 2, *needles)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_class_without_training_examples_is_a_warning(tmp_path):
+    data = _labelled_npz(tmp_path / "d.npz", [i % 3 for i in range(96)])
+    result = cli("compress", "--out", tmp_path / "o", *LABELS_RUN, "--set", f"data.path={data}",
+                 "--set", "data.labels=[a, b, c, d]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines() == ["warning: data: 1 of 4 classes have no training example ('d'); the model "
+                                          "cannot learn them"]
+    assert json.loads((tmp_path / "o" / "02-student" / "result.json").read_text())["accuracy"] is not None
+
+
+def test_a_text_label_outside_data_labels_is_named(text_files, tmp_path):
+    one_line(text_cli(tmp_path / "o", text_files["encoder"], text_files["train"], "--set", "data.labels=[pos, other]"),
+             2, "data: train label 'neg' (example ", "of the train split) is not one of data.labels ['pos', 'other']",
+             "fix that label, or add its class to data.labels")
+
+
+def _image_folder(root: Path, classes: list[str], per_class: int = 8) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_an_image_folders_class_names_win_over_the_recipes_labels(tmp_path):
+    """Starting from the digits recipe (labels "0".."9") with one's own folder: its class names are used."""
+    from edgedistill.data import load_data
+    from edgedistill.recipe import load_recipe
+
+    folder = _image_folder(tmp_path / "imgs", ["cat", "dog", "owl"])
+    sets = ["data.dataset=folder", f"data.path={folder}", "data.normalization=null"]
+    data = load_data(load_recipe("digits", sets).data, 0)
+    assert data.spec.labels == ("cat", "dog", "owl") and data.spec.num_classes == 3
+    note = ("warning: data.labels (0, 1, 2, 3, ...) differ from the class names the data carries (cat, dog, owl); "
+            "the data's names are used, data.labels is ignored")
+    assert data.notes == (note.removeprefix("warning: "),)
+    result = cli("compress", "--recipe", "digits", "--out", tmp_path / "o", *MODELS_ONLY, "--target", "x86-avx2",
+                 "--set", "stages.teacher.epochs=1", *(x for s in sets for x in ("--set", s)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [note]
+    # the recipe's own labels for the folder's names: no note at all
+    same = load_data(load_recipe("digits", [*sets, "data.labels=[cat, dog, owl]"]).data, 0)
+    assert same.spec.labels == ("cat", "dog", "owl") and same.notes == ()
 
 
 def test_teacher_normalization_for_other_channels(tmp_path):
@@ -456,6 +588,9 @@ def test_unknown_target_and_bad_profiles(monkeypatch, capsys, tmp_path):
     (tmp_path / "t.yaml").write_text("name: t\nruntime: onnxruntime\nprecision: int8\n")
     one_line(compress(INPROC, monkeypatch, capsys, "--target", tmp_path / "t.yaml", "--out", tmp_path / "o"), 2,
              "target t.yaml: arch: required key is missing")
+    (tmp_path / "t.yaml").write_text("name: t\nruntime: onnxruntime\narch: x86_64\nprecision: int8\nprecision: fp32\n")
+    one_line(cli("compress", "--target", tmp_path / "t.yaml", "--out", tmp_path / "o"), 2,
+             "t.yaml: line 5: duplicate key 'precision' (first on line 4); keep one of them")
 
 
 def test_cuda_asked_for_on_a_machine_without_one(tmp_path):
@@ -737,6 +872,17 @@ if where in ("distill", "prune"):  # after the stage's first epoch checkpoint: m
         if path.parent.name == stage_dir and path.name == "checkpoint.pt":
             pause()
     training.save_torch = save_then_pause
+elif where == "atomic":  # inside the atomic write of the student's fp32 ONNX: written, not yet renamed
+    import contextlib
+    import edgedistill.io as io
+    real_atomic = io.atomic_path
+    @contextlib.contextmanager
+    def atomic_then_pause(path):
+        with real_atomic(path) as tmp:
+            yield tmp
+            if Path(path).name == "student.fp32.onnx":
+                pause()
+    io.atomic_path = atomic_then_pause
 else:  # after the student's fp32 ONNX, before its int8 one
     import edgedistill.stages.export as export
     real = export.export_onnx
@@ -758,46 +904,64 @@ def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(reference, tmp_path):
     assert _metrics(tmp_path / "again") == reference(NO_EXPORT)
 
 
-@pytest.mark.parametrize("stage", ["distill", "prune", "export"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, stage, sig):
-    out, marker = tmp_path / "run", tmp_path / "paused"
-    args = FAST if stage == "export" else NO_EXPORT
-    proc = subprocess.Popen([sys.executable, "-c", _PAUSE, stage, str(marker), "compress", "--out", str(out), *args],
+def _signal_when_paused(where: str, out: Path, args: list, sig: int, tmp_path: Path, before=None):
+    """Run compress under _PAUSE, send `sig` once it is paused at `where`: (exit status, stderr). `before(proc)`
+    runs while it is paused."""
+    marker = tmp_path / f"paused-{where}"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE, where, str(marker), "compress", "--out", str(out), *args],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while not marker.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        assert marker.exists(), f"never reached mid-{stage} (exit {proc.poll()}): {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
+        assert marker.exists(), f"never reached {where} (exit {proc.poll()}): {proc.stderr.read()[-2000:] if proc.poll() is not None else ''}"
         assert int(marker.read_text()) == proc.pid
-        if sig == signal.SIGKILL and stage == "distill":  # the lock comes before any stage: one stage is enough
-            # while it lives, a second run on the same --out is refused with exit 2 naming the holder
-            busy = cli("compress", "--out", out, *args)
-            one_line(busy, 2, f"--out {out}: a live run (pid {proc.pid}) holds this directory",
-                     "wait for it to finish or choose another --out")
+        if before:
+            before(proc)
         proc.send_signal(sig)
         err = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("stage", ["distill", "prune", "export"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, stage, sig):
+    out = tmp_path / "run"
+    args = FAST if stage == "export" else NO_EXPORT
+
+    def busy(proc):  # while it lives, a second run on the same --out is refused with exit 2 naming the holder
+        one_line(cli("compress", "--out", out, *args), 2, f"--out {out}: a live run (pid {proc.pid}) holds this directory",
+                 "wait for it to finish or choose another --out")
+
+    # the lock comes before any stage: one stage is enough
+    returncode, err = _signal_when_paused(stage, out, args, sig, tmp_path,
+                                          before=busy if sig == signal.SIGKILL and stage == "distill" else None)
     stage_dir = out / STAGE_DIR[stage]
     assert stage_dir.exists() and not (stage_dir / "done.json").exists()  # it really died mid-stage
     assert "Traceback" not in err, err[-3000:]
     if sig == signal.SIGINT:  # Ctrl-C: one line that says how to go on
-        assert proc.returncode == 130 and err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
+        assert returncode == 130 and err.strip().splitlines() == ["interrupted: rerun the same command to resume"], err
     else:
-        assert proc.returncode == -sig
-        assert (out / ".lock").read_text() == str(proc.pid)  # a stale lock: the file of a dead holder
+        assert returncode == -sig
+    if sig == signal.SIGTERM:  # it cleaned up on the way out, then died of the signal
+        assert err.strip().splitlines() == ["terminated: rerun the same command to resume"], err
+    # a lock file stays only where nothing could remove it (kill -9); it no longer binds anyone
+    assert (out / ".lock").exists() == (sig == signal.SIGKILL)
     assert not (out / "report.json").exists()
     if sig == signal.SIGINT and stage == "prune":  # `report` on the interrupted run says so before anything else
         partial = cli("report", out)
         assert partial.returncode == 0, partial.stderr[-2000:]
         assert partial.stdout.startswith("UNFINISHED: the run stopped after the distill stage (interrupted or failed)")
-    rerun = cli("compress", "--out", out, *args)
+    loud = sig == signal.SIGINT  # after Ctrl-C, a rerun as typed at a terminal: it says where it continues
+    rerun = cli("compress", "--out", out, *(a for a in args if not (loud and a == "--quiet")))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert _metrics(out) == reference(args)  # resumed, not merely restarted differently
+    if loud and stage != "export":
+        assert f"    {stage}: resuming at epoch 2 of 2 from checkpoint.pt" in rerun.stderr.splitlines(), rerun.stderr
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     last = events[max(i for i, e in enumerate(events) if e["event"] == "run_start"):]
     skipped = {e["stage"] for e in last if e["event"] == "stage_skipped"}
@@ -808,6 +972,93 @@ def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, 
         epochs = [e["epoch"] for e in last if e["event"] == "epoch" and e["stage"] == stage]
         assert epochs == [2], epochs
     assert not [p for p in out.rglob("*.tmp")], "temporary files of the killed run were left behind"
+
+
+def _files(folder: Path) -> set[str]:
+    """Every file and folder under `folder`, hidden ones too, relative to it."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# What a run killed inside export's first write keeps: the finished stages, and nothing half-written.
+KEPT_MID_EXPORT = {"recipe.resolved.yaml", "target.resolved.yaml", "environment.json", "events.jsonl",
+                   "preflight.json", "01-teacher", "02-student", "03-distill", "04-prune", "07-export"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_inside_an_atomic_write_leaves_only_what_a_rerun_needs(tmp_path, sig):
+    out = tmp_path / "run"
+    returncode, err = _signal_when_paused("atomic", out, FAST, sig, tmp_path)
+    assert returncode == -sig and "Traceback" not in err, err[-3000:]
+    top = {p.name for p in out.iterdir()}
+    hidden = {p.name for p in out.rglob(".*")}
+    if sig == signal.SIGTERM:  # cleaned up before it died: no lock, no temporary
+        assert top == KEPT_MID_EXPORT and not hidden, (top, hidden)
+    else:  # kill -9 cleans nothing; the next run sweeps it, even one that then fails on its input
+        assert top == KEPT_MID_EXPORT | {".lock"}, top
+        assert hidden - {".lock"} == {p.name for p in (out / "07-export").glob(".student.fp32.onnx.*.tmp")}, hidden
+        assert len(hidden) == 2, hidden
+        one_line(cli("compress", "--out", out, *FAST, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+        assert {p.name for p in out.iterdir()} == KEPT_MID_EXPORT and not list(out.rglob(".*"))
+    assert _files(out / "07-export") == {"fingerprint", "teacher.fp32.onnx"}  # the student's was cut short
+
+
+def test_a_run_failing_on_its_data_leaves_nothing(tmp_path):
+    one_line(cli("compress", "--out", tmp_path / "new", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert not (tmp_path / "new").exists()  # created for the run, removed with its lock
+    (tmp_path / "empty").mkdir()
+    one_line(cli("compress", "--out", tmp_path / "empty", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert _files(tmp_path / "empty") == set()  # the user's folder stays, as it was
+
+
+def test_a_run_failing_mid_stage_keeps_the_finished_stages_and_no_lock(tmp_path):
+    out = tmp_path / "o"
+    one_line(cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.lr=1e12"), 3, "loss became nan")
+    assert {p.name for p in out.iterdir()} == {"recipe.resolved.yaml", "target.resolved.yaml", "environment.json",
+                                               "events.jsonl", "01-teacher", "02-student", "03-distill"}
+    assert _files(out / "03-distill") == {"fingerprint"} and not list(out.rglob(".*"))
+
+
+def test_force_never_deletes_a_folder_of_user_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "important.txt").write_text("mine")
+    (tmp_path / "sub" / "thesis.tex").write_text("mine too")
+    one_line(cli("compress", "--out", ".", "--force", *NO_EXPORT, cwd=tmp_path), 2,
+             f"--out {tmp_path}: not an edgedistill run directory (it holds important.txt, sub)",
+             "--force will not empty it; choose a new or empty directory for --out")
+    assert _files(tmp_path) == {"important.txt", "sub", "sub/thesis.tex"}
+
+
+def test_force_validates_first_then_deletes_only_the_runs_own_files(tmp_path):
+    out = tmp_path / "o"
+    first = cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.enabled=false",
+                "--set", "stages.prune.enabled=false")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "notes.txt").write_text("mine")  # a user's file beside the run's
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # a --force whose data does not validate deletes nothing
+    one_line(cli("compress", "--out", out, "--force", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # a valid one starts over: the run's files are new, the user's file stays
+    again = cli("compress", "--out", out, "--force", *NO_EXPORT, "--set", "stages.distill.enabled=false",
+                "--set", "stages.prune.enabled=false")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert [e["event"] for e in _last_run(out)][0] == "run_start"
+    assert sum(json.loads(line)["event"] == "run_start" for line in (out / "events.jsonl").read_text().splitlines()) == 1
+    assert not (out / ".lock").exists()
+
+
+def test_every_training_stage_says_how_long_its_epochs_will_take(tmp_path):
+    import re
+
+    result = cli("compress", "--out", tmp_path / "o", *(a for a in NO_EXPORT if a != "--quiet"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    estimates = [(lines[i - 1], int(m[1])) for i, line in enumerate(lines)
+                 if (m := re.fullmatch(r"    ~(\d+) epochs? x [\d.]+ (s|min|h|days) = about [\d.]+ (s|min|h|days)", line))]
+    # each before its stage's epochs, with the epochs still to run (the prune stage first reports its step)
+    assert [(before.split(":")[0], epochs) for before, epochs in estimates] == [
+        ("[1/9] teacher", 1), ("[3/9] distill", 2), ("    step 1", 2)], lines
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):

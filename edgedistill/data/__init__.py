@@ -6,12 +6,13 @@ Images arrive as pixels in [0, 1] (N, C, H, W); the model sees them normalized b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgedistill.data.labels import check_training, count_classes
 from edgedistill.errors import UserError
 from edgedistill.models.handle import ModelSpec
 from edgedistill.recipe import DataConfig
@@ -24,20 +25,21 @@ class DataBundle:
     x_test: torch.Tensor
     y_test: torch.Tensor
     spec: ModelSpec
+    notes: tuple[str, ...] = ()  # what the user should know about the data, shown as warnings
 
     def to(self, device: torch.device) -> "DataBundle":
-        return DataBundle(
-            self.x_train.to(device), self.y_train.to(device), self.x_test.to(device), self.y_test.to(device), self.spec
-        )
+        return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+                       x_test=self.x_test.to(device), y_test=self.y_test.to(device))
 
     def with_training(self, x: torch.Tensor, y: torch.Tensor) -> "DataBundle":
         """The same held-out split and spec with another training split (data-free runs: none at first, then
         the generated transfer set)."""
-        return DataBundle(x, y, self.x_test, self.y_test, self.spec)
+        return replace(self, x_train=x, y_train=y)
 
 
 def _load_arrays(cfg: DataConfig, seed: int):
-    """(x_train, y_train, x_test, y_test, class names): images as float32 NCHW in [0, 1]."""
+    """(x_train, y_train, x_test, y_test, class names, notes): images as float32 NCHW in [0, 1]. The labels
+    are checked against the classes before any split, so an error's example index is the one in the file."""
     from sklearn.model_selection import train_test_split
 
     if cfg.dataset == "digits":
@@ -48,18 +50,28 @@ def _load_arrays(cfg: DataConfig, seed: int):
         x_tr, x_te, y_tr, y_te = train_test_split(
             x, d.target, test_size=cfg.test_fraction, random_state=seed, stratify=d.target
         )
-        return x_tr, y_tr, x_te, y_te, None
+        return x_tr, y_tr, x_te, y_te, *_classes(cfg, None, y_tr, y_te)
     from edgedistill.data.sources import read_image_folder, read_npz
 
     arrays = read_npz(cfg.path) if cfg.dataset == "npz" else read_image_folder(cfg.path)
+    y_test = arrays.y_test if arrays.y_test is not None else np.empty(0, np.int64)
+    names, notes = _classes(cfg, arrays.class_names, arrays.y_train, y_test)
 
     def nchw(x: np.ndarray) -> np.ndarray:
         return x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
     if arrays.x_test is not None:
-        return nchw(arrays.x_train), arrays.y_train, nchw(arrays.x_test), arrays.y_test, arrays.class_names
+        return nchw(arrays.x_train), arrays.y_train, nchw(arrays.x_test), arrays.y_test, names, notes
     x_tr, x_te, y_tr, y_te = _split(arrays.x_train, arrays.y_train, cfg, seed)
-    return nchw(x_tr), y_tr, nchw(x_te), y_te, arrays.class_names
+    return nchw(x_tr), y_tr, nchw(x_te), y_te, names, notes
+
+
+def _classes(cfg: DataConfig, own: list[str] | None, y_train: np.ndarray, y_test: np.ndarray):
+    """(class names, notes) for labels that fit them (edgedistill.data.labels)."""
+    labels, notes = _class_names(cfg, own)
+    k = count_classes(y_train, y_test, len(labels) if labels else None,
+                      "data.labels" if labels == cfg.labels else "the data's class names")
+    return labels or [str(i) for i in range(k)], notes
 
 
 def _split(x: list, y: list, cfg: DataConfig, seed: int):
@@ -78,9 +90,10 @@ def load_text(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
     from edgedistill.models.hf import load_tokenizer, max_positions
 
     x_tr, y_tr, x_te, y_te = text.read_splits(cfg)
+    # before any split: an error's example index is the one in the file
+    y_tr, y_te, labels = text.label_indices(list(y_tr), list(y_te or []), cfg.labels)
     if x_te is None:
         x_tr, x_te, y_tr, y_te = _split(x_tr, y_tr, cfg, seed)
-    y_tr, y_te, labels = text.label_indices(list(y_tr), list(y_te), cfg.labels)
     tokenizer = load_tokenizer(tokenizer_dir)
     positions = max_positions(tokenizer_dir)
     if positions is not None and cfg.max_length > positions:
@@ -143,18 +156,19 @@ def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None) -> 
         data = load_text(cfg, seed, tokenizer_dir) if cfg.dataset == "text" else _load_images(cfg, seed)
     if cfg.limit_train is not None and cfg.limit_train < len(data.y_train):  # a seeded subset, same every run
         keep = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[: cfg.limit_train]
-        data = DataBundle(data.x_train[keep], data.y_train[keep], data.x_test, data.y_test, data.spec)
+        data = data.with_training(data.x_train[keep], data.y_train[keep])
+    if not data.spec.is_lm:
+        untrained = check_training(data.y_train.numpy(), data.spec.labels)
+        data = replace(data, notes=(*data.notes, *filter(None, [untrained])))
     return data
 
 
 def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
-    x_tr, y_tr, x_te, y_te, names = _load_arrays(cfg, seed)
+    x_tr, y_tr, x_te, y_te, labels, notes = _load_arrays(cfg, seed)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
-    if min(y_tr.min(), y_te.min()) < 0:
-        raise UserError("data: labels must be class indices 0..K-1")
-    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    num_classes = len(labels)
     channels = x_tr.shape[1]
     if cfg.normalization is not None:
         mean, std = np.array(cfg.normalization.mean), np.array(cfg.normalization.std)
@@ -165,9 +179,6 @@ def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
     else:
         mean = x_tr.mean(axis=(0, 2, 3))
         std = x_tr.std(axis=(0, 2, 3)) + 1e-6
-    labels = cfg.labels or (names if names and len(names) == num_classes else [str(i) for i in range(num_classes)])
-    if len(labels) != num_classes:
-        raise UserError(f"data.labels: {len(labels)} labels given but the data has {num_classes} classes")
     spec = ModelSpec(
         task="image-classification",
         input_shape=tuple(int(d) for d in x_tr.shape[1:]),
@@ -182,4 +193,20 @@ def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
     def norm(x: np.ndarray) -> torch.Tensor:
         return ((torch.from_numpy(np.ascontiguousarray(x)) - m) / s).float()
 
-    return DataBundle(norm(x_tr), torch.from_numpy(y_tr), norm(x_te), torch.from_numpy(y_te), spec)
+    return DataBundle(norm(x_tr), torch.from_numpy(y_tr), norm(x_te), torch.from_numpy(y_te), spec, notes)
+
+
+def _class_names(cfg: DataConfig, own: list[str] | None) -> tuple[list[str] | None, tuple[str, ...]]:
+    """The class names, and a note when data.labels disagree with them. Names that come with the data (an
+    image folder's class folders, an npz's class_names) win over data.labels, which a recipe copied for other
+    data may carry."""
+    if not own:
+        return cfg.labels, ()
+    if cfg.labels is None or list(cfg.labels) == list(own):
+        return list(own), ()
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+    return list(own), (f"data.labels ({shown(cfg.labels)}) differ from the class names the data carries "
+                       f"({shown(own)}); the data's names are used, data.labels is ignored",)

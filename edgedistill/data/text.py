@@ -79,6 +79,8 @@ def read_splits(cfg) -> tuple[list[str], list, list[str] | None, list | None]:
 def label_indices(y_train: list, y_test: list, names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels as class indices 0..K-1 plus class names: integers stay as they are; any other value is a
     class name, numbered in sorted order (or in the order of data.labels when given)."""
+    from edgedistill.data.labels import count_classes
+
     values = [*y_train, *y_test]
 
     def as_int(v):
@@ -89,14 +91,17 @@ def label_indices(y_train: list, y_test: list, names: list[str] | None) -> tuple
 
     ints = [as_int(v) for v in values]
     if all(i is not None and i >= 0 for i in ints):
-        k = max(ints) + 1
-        return (np.array(ints[: len(y_train)], dtype=np.int64), np.array(ints[len(y_train):], dtype=np.int64),
-                list(names) if names else [str(i) for i in range(k)])
+        y_tr, y_te = np.array(ints[: len(y_train)], dtype=np.int64), np.array(ints[len(y_train):], dtype=np.int64)
+        k = count_classes(y_tr, y_te, len(names) if names else None, "data.labels")
+        return y_tr, y_te, list(names) if names else [str(i) for i in range(k)]
     classes = list(names) if names else sorted({str(v) for v in values})
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({str(v) for v in values} - set(index))
-    if unknown:
-        raise UserError(f"data.labels: label '{unknown[0]}' is not one of {classes}")
+    for split, ys in (("train", y_train), ("test", y_test)):
+        bad = next((i for i, v in enumerate(ys) if str(v) not in index), None)
+        if bad is not None:
+            shown = str(ys[bad]).encode("unicode_escape").decode()
+            raise UserError(f"data: {split} label '{shown}' (example {bad} of the {split} split) is not one of "
+                            f"data.labels {classes}; fix that label, or add its class to data.labels")
     return (np.array([index[str(v)] for v in y_train], dtype=np.int64),
             np.array([index[str(v)] for v in y_test], dtype=np.int64), classes)
 

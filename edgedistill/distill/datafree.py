@@ -23,6 +23,7 @@ from torch import nn
 
 from edgedistill.distill.losses import kd_loss
 from edgedistill.io import load_torch, save_torch
+from edgedistill.progress import begin
 
 
 class Generator(nn.Module):
@@ -102,7 +103,8 @@ def _entropy_term(teacher_logits: torch.Tensor) -> torch.Tensor:
 
 def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, checkpoint: Path,
           device: torch.device, evaluate: Callable[[nn.Module], float], progress=None,
-          on_epoch: Callable[[dict], None] | None = None, stage: str = "distill") -> list[dict]:
+          on_epoch: Callable[[dict], None] | None = None, stage: str = "distill",
+          say: Callable[[str], None] | None = None) -> list[dict]:
     """Train `student` (and `generator`) in place for cfg.epochs epochs of cfg.data_free.iterations rounds;
     per epoch the held-out accuracy (`evaluate`) and a checkpoint of both models, both optimizers, schedules, RNG
     and history, written atomically: a killed run resumes after its last finished epoch."""
@@ -130,6 +132,8 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
         _set_rng_state(state["rng"])
         history = list(state["history"])
     bf16 = device.type == "cuda"
+    estimate = begin(say, stage, checkpoint, len(history), cfg.epochs, df.iterations,
+                     torch.cuda.synchronize if bf16 else lambda: None)
     if progress:
         progress.start(stage, total=cfg.epochs * df.iterations, done=len(history) * df.iterations)
     try:
@@ -138,6 +142,7 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
             t0 = time.perf_counter()
             for _ in range(df.iterations):
                 losses = _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16)
+                estimate.step()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0) + v
                 if progress:

@@ -70,7 +70,7 @@ def save_weights(handle: ModelHandle, stage_dir: Path) -> None:
 
 def load_weights(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
     """Load a state_dict (weights_only) into handle; a shape or key mismatch is the user's to fix."""
-    state = io.load_torch(path)
+    state = io.load_torch(path, field)
     if isinstance(state, dict) and isinstance(state.get("state_dict") or state.get("model"), dict):
         state = state.get("state_dict") or state["model"]
     if not isinstance(state, dict):
@@ -140,4 +140,4 @@ def train(ctx, name: str, model, task, stage_dir: Path, checkpoint_name: str = "
     return fit(model, task, kw.pop("data", ctx.data), cfg, stage=name, checkpoint=stage_dir / checkpoint_name,
                batch_size=ctx.recipe.data.batch_size, seed=ctx.recipe.seed, augment=stage_augment(ctx, cfg),
                training=ctx.recipe.training, progress=ctx.progress,
-               on_epoch=lambda r: ctx.event("epoch", stage=name, **r), **kw)
+               on_epoch=lambda r: ctx.event("epoch", stage=name, **r), say=ctx.log, **kw)

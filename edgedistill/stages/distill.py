@@ -43,7 +43,7 @@ def _data_free(ctx, state, cfg, stage_dir) -> dict:
     history = datafree.train(
         teacher, state.student.module, generator, cfg, checkpoint=stage_dir / "checkpoint.pt", device=ctx.device,
         evaluate=lambda m: accuracy(predict(m, ctx.data.x_test), ctx.data.y_test), progress=ctx.progress,
-        on_epoch=lambda r: ctx.event("epoch", stage="distill", **r))
+        on_epoch=lambda r: ctx.event("epoch", stage="distill", **r), say=ctx.log)
     io.save_torch(stage_dir / "generator.pt", generator.state_dict())
     x, y = datafree.synthesize(generator, teacher, df.transfer_set, df.batch_size, ctx.recipe.seed, ctx.device)
     io.save_torch(stage_dir / "transfer_set.pt", {"x": x.cpu(), "y": y.cpu()})
