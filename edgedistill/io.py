@@ -130,6 +130,22 @@ def load_torch(path: Path, field: str | None = None) -> Any:
         raise UserError(f"{where} is truncated or corrupt, not a readable torch checkpoint ({why}); {RESAVE}") from None
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a refused artifact (file or directory) to NAME.refused.SUFFIX, replacing an older one, so that
+    nothing loads it by its usual name; returns the new path."""
+    import shutil
+
+    path = Path(path)
+    refused = path.with_name(f"{path.stem}.refused{path.suffix}")
+    if refused.is_dir():
+        shutil.rmtree(refused)
+    elif refused.exists():
+        refused.unlink()
+    if path.exists():
+        path.rename(refused)
+    return refused
+
+
 def dir_size(path: Path) -> int:
     path = Path(path)
     if path.is_file():

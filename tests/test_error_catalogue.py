@@ -862,7 +862,9 @@ from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)
 where, marker = sys.argv[1], Path(sys.argv[2])
 def pause():
-    marker.write_text(str(os.getpid()))
+    part = marker.with_name(marker.name + ".part")  # renamed when complete: the test never reads it half-written
+    part.write_text(str(os.getpid()))
+    part.rename(marker)
     time.sleep(300)
 if where in ("distill", "prune"):  # after the stage's first epoch checkpoint: mid-stage, resumable
     import edgedistill.training as training
@@ -1013,9 +1015,12 @@ def test_a_run_failing_on_its_data_leaves_nothing(tmp_path):
 def test_a_run_failing_mid_stage_keeps_the_finished_stages_and_no_lock(tmp_path):
     out = tmp_path / "o"
     one_line(cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.lr=1e12"), 3, "loss became nan")
+    # a refusal (exit 3) is a result: the stage says what it refused and the report opens with it
     assert {p.name for p in out.iterdir()} == {"recipe.resolved.yaml", "target.resolved.yaml", "environment.json",
-                                               "events.jsonl", "01-teacher", "02-student", "03-distill"}
-    assert _files(out / "03-distill") == {"fingerprint"} and not list(out.rglob(".*"))
+                                               "events.jsonl", "01-teacher", "02-student", "03-distill",
+                                               "report.json", "report.md", "report.html"}
+    assert _files(out / "03-distill") == {"fingerprint", "refused.json"} and not list(out.rglob(".*"))
+    assert json.loads((out / "report.json").read_text())["status"]["stage"] == "distill"
 
 
 def test_force_never_deletes_a_folder_of_user_files(tmp_path):

@@ -56,10 +56,7 @@ def _check(rung: dict, artifact, max_abs: float | None, min_agreement: float | N
 def _refuse(artifact, out, message) -> None:
     """Rename `artifact` *.refused.* (nothing may load a refused file by its usual name) and stop the run with
     `message(its name)`, which is told where the file was kept."""
-    refused = artifact.with_name(f"{artifact.stem}.refused{artifact.suffix}")
-    if artifact.exists():
-        _remove(refused)
-        artifact.rename(refused)
+    refused = io.set_aside(artifact)
     show = (lambda p: str(p.relative_to(out))) if out is not None else (lambda p: p.name)  # noqa: E731
     raise RefusedError(f"{message(show(artifact))}; not trusted, kept as {show(refused)}")
 
@@ -78,6 +75,8 @@ def _on_cpu(module):
 
 def run(ctx, state, stage_dir):
     cfg, target, spec = ctx.recipe.stages.export, ctx.target, ctx.data.spec
+    for stale in stage_dir.glob("**/*.refused*"):  # an earlier attempt's refusals
+        _remove(stale)
     if spec.is_lm:
         from edgedistill.stages import lm
 
@@ -87,8 +86,6 @@ def run(ctx, state, stage_dir):
     x_np = x.numpy()
     rel = lambda p: str(p.relative_to(ctx.out))  # noqa: E731
     artifacts, parity = [], []
-    for stale in stage_dir.glob("**/*.refused*"):  # an earlier attempt's refusals
-        _remove(stale)
 
     computed: dict = {}
 

@@ -134,8 +134,9 @@ def export(ctx, state, stage_dir) -> dict:
             floor = FP32_MIN_MATCH if precision == "fp32" else cfg.int8_min_agreement
             if match < floor:
                 key = "stages.export.int8_min_agreement " if precision == "int8" else ""
+                refused = io.set_aside(directory)  # the whole directory: optimum loads it by its name
                 raise RefusedError(f"parity: {rel(directory / name)} agrees with the torch {role} on {match:.1%} of "
-                                   f"{measure} (< {key}{floor}); the artifact is not trusted")
+                                   f"{measure} (< {key}{floor}); not trusted, kept as {rel(refused)}")
             parity.append({"from": f"{role} fp32 (torch)", "to": f"{role} {precision} (onnx, KV cache)",
                            "top1_agreement": match, "max_abs": None, "measure": measure})
             artifacts.append({"role": role, "kind": kind, "path": rel(directory / name), "precision": precision,
