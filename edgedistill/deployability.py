@@ -233,17 +233,17 @@ def int8_weights(path: Path, target, result: dict) -> None:
         return
     import onnx
 
-    model = onnx.load(str(path))
-    findings = saturation_findings(model)
+    weights = u8s8_weights(onnx.load(str(path)))
+    findings = saturation_findings(None, weights)
     if not findings:
-        if u8s8_weights(model):
+        if weights:
             result["notes"].append(f"int8 weights fit {target.name}'s kernels: no pair of u8*s8 products can "
                                    "overflow int16")
         return
     worst = max(findings, key=lambda f: f["worst_pair"])
     result["unsupported"].append({
         "op": "int8 weight pairs", "count": len(findings),
-        "why": f"{len(findings)} of {len(u8s8_weights(model))} u8 x s8 layers hold weights whose pairs of products "
+        "why": f"{len(findings)} of {len(weights)} u8 x s8 layers hold weights whose pairs of products "
                f"overflow int16 in {target.name}'s kernels (x86 without VNNI), e.g. {worst['node']}: "
                f"{worst['saturating_rows']} of {worst['rows']} output channels, pairs up to {worst['worst_pair']:,} "
                f"> {INT16_MAX:,}: it runs but computes wrong results; re-quantize with 7-bit weights (ONNX Runtime's "

@@ -115,11 +115,11 @@ def u8s8_weights(model) -> list[tuple[str, str, np.ndarray]]:
     return found
 
 
-def saturation_findings(model) -> list[dict]:
-    """Each u8 x s8 product in `model` whose weights can saturate the non-VNNI kernels:
-    {"node", "op", "rows", "saturating_rows", "worst_pair"}."""
+def saturation_findings(model, weights: list | None = None) -> list[dict]:
+    """Each u8 x s8 product in `model` (or in its `weights`, when u8s8_weights has read them already) whose
+    weights can saturate the non-VNNI kernels: {"node", "op", "rows", "saturating_rows", "worst_pair"}."""
     out = []
-    for name, op, rows in u8s8_weights(model):
+    for name, op, rows in u8s8_weights(model) if weights is None else weights:
         worst = worst_pair(rows)
         bad = int((worst > INT16_MAX).sum())
         if bad:

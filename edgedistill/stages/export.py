@@ -315,9 +315,9 @@ def _int8_rung(ctx, reference: np.ndarray, path, names: tuple[str, str], toleran
            f" in {target.name}'s arithmetic (reference execution; this CPU's own kernels: "
            f"{host['top1_agreement']:.1%} agreement, {host['max_rel']:.1%} of the largest logit)")
     rel = artifact.relative_to(ctx.out)
-    if _failure(host, None, min_agreement, "int8", max_rel):
+    if host_failure := _failure(host, None, min_agreement, "int8", max_rel):
         ctx.log(f"    warning: {rel} run with this CPU's own int8 kernels "
-                f"{_failure(host, None, min_agreement, 'int8', max_rel)}, because {int8_arithmetic.host_difference(target)}; "
+                f"{host_failure}, because {int8_arithmetic.host_difference(target)}; "
                 f"judged by reference execution instead ({rung['top1_agreement']:.1%} agreement, "
                 f"{rung['max_rel']:.1%} of the largest logit)")
     return rung
