@@ -18,34 +18,40 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
 from edgedistill import distributed, environment, io, rundir
-from edgedistill.data import DataBundle, load_data
+from edgedistill.data import DataBundle
 from edgedistill.errors import RefusedError, UserError
+from edgedistill.families import ModelFamily, family_of
 from edgedistill.models import ModelHandle
 from edgedistill.recipe import Recipe
 from edgedistill.targets import TargetProfile
+from edgedistill.tasks import Task, for_dataset
 
 
 REFUSED = "refused.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What every stage may read; stages write only under their own directory."""
+    """What every stage may read; stages write only under their own directory and into the State."""
 
     recipe: Recipe
     target: TargetProfile
     out: Path
     device: torch.device
     data: DataBundle
+    task: Task
     quiet: bool = False
     cache: dict = field(default_factory=dict)  # results stages share within one run (teacher logits)
     progress: Any = None
+
+    def family(self, cfg) -> ModelFamily:
+        """The family of a recipe's teacher or student section."""
+        return family_of(cfg.arch)
 
     def log(self, message: str) -> None:
         if not self.quiet and distributed.is_main():
@@ -69,20 +75,29 @@ class Context:
 
 @dataclass
 class State:
-    """What flows from stage to stage."""
+    """What flows from stage to stage: the two models, each stage's record, and the typed outputs of the
+    stages that hand on more than the student (stage name -> output)."""
 
     teacher: ModelHandle | None = None
     student: ModelHandle | None = None
-    quantized: torch.nn.Module | None = None  # the int8 (PT2E-converted) student, reference for its export
-    plan: Any = None  # edgedistill.precision.Plan: the blocks that run int8 (None: all of them)
     records: dict[str, dict] = field(default_factory=dict)  # stage name -> its result.json
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plan(self):
+        """edgedistill.precision.Plan: the blocks that run int8 (None: all of them)."""
+        return self.outputs.get("precision")
+
+    @property
+    def quantized(self) -> torch.nn.Module | None:
+        """The int8 (PT2E-converted) student from QAT, reference for its export."""
+        return self.outputs.get("qat")
 
 
-def _stages() -> list[tuple[str, ModuleType]]:
-    from edgedistill.stages import bench, distill, export, precision, prune, qat, report, student, teacher
+def _stages():
+    from edgedistill.stages.base import ordered
 
-    return [("teacher", teacher), ("student", student), ("distill", distill), ("prune", prune),
-            ("precision", precision), ("qat", qat), ("export", export), ("bench", bench), ("report", report)]
+    return ordered()
 
 
 def pick_device(choice: str) -> torch.device:
@@ -124,18 +139,25 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
             if force:
                 rundir.check_force(out)
             rundir.sweep(out)
-        ctx = Context(recipe, target, out, pick_device(recipe.device), None, quiet)  # type: ignore[arg-type]
-        if ctx.device.type == "cpu":
+        device = pick_device(recipe.device)
+        if device.type == "cpu":
             _deterministic(recipe.training.compile)  # same recipe and seed, same numbers
         else:
             torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
-        ctx.data = load_data(recipe.data, recipe.seed, tokenizer_dir=recipe.teacher.path).to(ctx.device)
+        task = for_dataset(recipe.data.dataset)
+        data = task.load(recipe.data, recipe.seed, recipe.teacher.path).to(device)
+        if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
+            data = data.with_training(data.x_test[:0], data.y_test[:0])
+        progress = None
+        if not quiet:
+            from edgedistill.progress import StageProgress
+
+            progress = StageProgress()
+        ctx = Context(recipe, target, out, device, data, task, quiet, progress=progress)
         for note in ctx.data.notes:
             ctx.warn(note)
-        if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
-            ctx.data = ctx.data.with_training(ctx.data.x_test[:0], ctx.data.y_test[:0])
-        for name, stage in _stages():  # recipe x target conflicts, before any training
-            if getattr(recipe.stages, name).enabled and hasattr(stage, "validate"):
+        for stage in _stages():  # recipe x target conflicts, before any training
+            if stage.config(recipe).enabled:
                 stage.validate(recipe, target)
         # Recipe, target and data are valid: only now is anything deleted or written.
         if force and distributed.is_main():
@@ -143,10 +165,6 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         io.write_yaml(out / rundir.MARKER, recipe.model_dump(mode="json"))
         io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
         io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
-        if not quiet:
-            from edgedistill.progress import StageProgress
-
-            ctx.progress = StageProgress()
         with distributed.failures_shared():  # rank 0 has locked and cleaned the run directory
             if distributed.is_main() and recipe.stages.export.enabled:
                 from edgedistill import preflight
@@ -163,23 +181,23 @@ def _run_stages(ctx: Context, recipe: Recipe, target: TargetProfile, out: Path) 
     state = State()
     fingerprint = ""
     stages = _stages()
-    for index, (name, stage) in enumerate(stages, start=1):
-        cfg = getattr(recipe.stages, name)
-        fingerprint = _fingerprint(fingerprint, recipe, target, name, getattr(stage, "USES_TARGET", False))
+    for index, stage in enumerate(stages, start=1):
+        name = stage.name
+        fingerprint = _fingerprint(fingerprint, recipe, target, name, stage.uses_target)
         stage_dir = out / f"{index:02d}-{name}"
         label = f"[{index}/{len(stages)}] {name}"
-        off = "disabled in the recipe" if not cfg.enabled else getattr(stage, "not_applicable", lambda r: None)(recipe)
+        off = "disabled in the recipe" if not stage.config(recipe).enabled else stage.not_applicable(ctx)
         if off:
             fingerprint += "-off"
             ctx.log(f"{label}: {off}")
             continue
         done = stage_dir / "done.json"
-        main_only = getattr(stage, "MAIN_ONLY", False)
+        main_only = stage.main_only
         if main_only and not distributed.is_main():
             continue  # export, bench, report: files only rank 0 writes; the others wait at the end
         if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             state.records[name] = json.loads((stage_dir / "result.json").read_text())
-            state = stage.restore(ctx, state, stage_dir)
+            stage.restore(ctx, state, stage_dir)
             ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
             ctx.event("stage_skipped", stage=name)
             continue
@@ -192,7 +210,7 @@ def _run_stages(ctx: Context, recipe: Recipe, target: TargetProfile, out: Path) 
         ctx.event("stage_start", stage=name)
         t0 = time.perf_counter()
         try:
-            state = stage.run(ctx, state, stage_dir)
+            stage.run(ctx, state, stage_dir)
         except RefusedError as e:
             _record_refusal(ctx, name, stage_dir, e)
             raise

@@ -35,13 +35,14 @@ def run(ctx) -> dict:
         from edgedistill.exporters.onnx import export_onnx
     except ImportError as e:  # a training-only image without the export stack
         return {"checked": None, "skipped": f"needs the export stack ({e.name} is not installed)"}
-    from edgedistill.stages.common import new_handle
-
     recipe = ctx.recipe
-    if recipe.student.arch == "hf-lm":
-        return {"checked": None, "skipped": "causal language models are checked at export"}
-    teacher = new_handle(ctx, recipe.teacher) if recipe.student.arch == "hf" or recipe.student.from_teacher else None
-    student = teacher if recipe.student.from_teacher else new_handle(ctx, recipe.student, teacher=teacher)
+    if skipped := ctx.task.preflight_skip():
+        return {"checked": None, "skipped": skipped}
+    family, spec = ctx.family(recipe.student), ctx.data.spec
+    # a student built from its teacher (Hugging Face layers, from_teacher) needs the teacher first
+    teacher = ctx.family(recipe.teacher).new(recipe.teacher, spec, ctx.device) if (
+        family.student_needs_teacher or recipe.student.from_teacher) else None
+    student = teacher if recipe.student.from_teacher else family.new(recipe.student, spec, ctx.device, teacher=teacher)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "student.onnx"
         export_onnx(student.module.cpu().eval(), student.spec, path, recipe.stages.export.opset)

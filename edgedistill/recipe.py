@@ -106,9 +106,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "ModelConfig":
-        from edgedistill.models.zoo import check_arch
+        from edgedistill.families import family_of
 
-        check_arch(self.arch, self.channels)
+        family_of(self.arch).check(self.arch, self)
         return self
 
 
@@ -409,15 +409,20 @@ class Recipe(Strict):
         return self
 
     @model_validator(mode="after")
-    def _text_needs_hf(self) -> "Recipe":
-        pairs = {"text": "hf", "lm": "hf-lm"}
-        arch = pairs.get(self.data.dataset)
-        if arch and (self.teacher.arch, self.student.arch) != (arch, arch):
-            raise ValueError(f"dataset '{self.data.dataset}' needs teacher.arch and student.arch '{arch}'")
-        for dataset, arch in pairs.items():
-            if arch in (self.teacher.arch, self.student.arch) and self.data.dataset != dataset:
-                raise ValueError(f"arch '{arch}' needs data.dataset '{dataset}'")
-        return self
+    def _families_serve_the_task(self) -> "Recipe":
+        """Teacher and student must be of families made for the data's task."""
+        from edgedistill.families import FAMILIES, family_of
+        from edgedistill.tasks import TASKS, for_dataset
+
+        task = for_dataset(self.data.dataset)
+        wrong = [m.arch for m in (self.teacher, self.student) if family_of(m.arch).task != task.name]
+        if not wrong:
+            return self
+        serving = [name for f in FAMILIES if f.task == task.name for name in f.arch_names()]
+        if len(serving) == 1:  # one family for this data: name it
+            raise ValueError(f"dataset '{self.data.dataset}' needs teacher.arch and student.arch '{serving[0]}'")
+        datasets = TASKS.get(family_of(wrong[0]).task).datasets
+        raise ValueError(f"arch '{wrong[0]}' needs data.dataset " + " or ".join(f"'{d}'" for d in datasets))
 
     def stage_fingerprint(self, stage: str) -> str:
         """Hash of everything that decides a stage's output: data, models, seed and its config."""

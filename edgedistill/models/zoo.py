@@ -59,26 +59,16 @@ def _fixed_archs() -> dict:
 
 
 def arch_names() -> list[str]:
-    return [*WIDTH_ARCHS, *sorted(_fixed_archs()), "hf", "hf-lm"]
+    return [*WIDTH_ARCHS, *sorted(_fixed_archs())]
 
 
 def check_arch(arch: str, channels: list[int] | None) -> None:
-    """Raise ValueError (shown against the recipe field) unless `arch` with `channels` can be built."""
-    if arch in ("hf", "hf-lm"):  # built from a Hugging Face directory (models.hf, generative.lm)
-        if channels is not None:
-            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
-    elif arch in WIDTH_ARCHS:
+    """Raise ValueError (shown against the recipe field) unless zoo `arch` with `channels` can be built."""
+    if arch in WIDTH_ARCHS:
         if not channels or any(c < 1 for c in channels):
             raise ValueError(f"arch '{arch}' needs channels: a non-empty list of positive widths")
-    elif arch in _fixed_archs():
-        if channels is not None:
-            raise ValueError(f"arch '{arch}' has fixed widths; remove channels")
-    else:
-        import difflib
-
-        close = difflib.get_close_matches(arch, arch_names(), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown arch '{arch}'; {hint}known: {', '.join(arch_names())}")
+    elif channels is not None:
+        raise ValueError(f"arch '{arch}' has fixed widths; remove channels")
 
 
 def build_model(arch: str, channels: list[int] | None, input_shape: tuple[int, ...], num_classes: int,

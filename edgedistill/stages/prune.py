@@ -9,33 +9,18 @@ import json
 
 from edgedistill import depth_pruning, io, latency
 from edgedistill.errors import RefusedError, UserError
-from edgedistill.models import count_macs_params
-from edgedistill.pruning import prune_step, reshape_to, widths
-from edgedistill.stages.common import evaluate, make_task, train
+from edgedistill.pruning import prune_step
+from edgedistill.stages.base import STAGES, Stage
 from edgedistill.targets import host_conv_block
+from edgedistill.tasks import train, training_data
 
-USES_TARGET = True  # the channel multiple and the latency come from the target
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
 
 
-def not_applicable(recipe) -> str | None:
-    if recipe.student.arch == "hf-lm":
-        from edgedistill.stages.lm import NOT_APPLICABLE
-
-        return NOT_APPLICABLE
-    return None
-
-
-def validate(recipe, target) -> None:
-    """Checked before any stage runs: a latency budget needs a target this machine can time."""
-    if recipe.stages.prune.latency_ms and not target.runs_on_host():
-        raise UserError(f"stages.prune.latency_ms: {target.name} cannot be timed on this machine; use a "
-                        "host target (x86-avx2, x86-avx512-vnni) or a macs_ratio/params_ratio budget")
-
-
 def _measure(ctx, cfg, handle, step: int) -> dict:
-    record = {"step": step, "channels": widths(handle.module)[:-1], **evaluate(handle, ctx)}
-    if cfg.structure == "blocks" and not handle.spec.is_text:  # a transformer's layer count is in its widths
+    family = ctx.family(ctx.recipe.student)
+    record = {"step": step, "channels": family.widths(handle.module)[:-1], **ctx.task.evaluate(handle, ctx)}
+    if cfg.structure == "blocks" and not family.layered:  # a transformer's layer count is in its widths
         record["removed_blocks"] = depth_pruning.removed_blocks(handle.module)
     if cfg.measure_latency or cfg.latency_ms:
         lat = latency.measure(handle.module, handle.spec, ctx.target, repeats=200)
@@ -51,8 +36,8 @@ def _flag(steps: list[dict]) -> None:
 
 
 def _recover(ctx, state, cfg, stage_dir, name: str, epochs: int):
-    task = make_task(ctx, state, "prune", cfg, state.student.module)
-    history = train(ctx, "prune", state.student.module, task, stage_dir, checkpoint_name=name,
+    task = ctx.task.kd(ctx, state, "prune", cfg, state.student.module)
+    history = train(ctx, state, "prune", state.student.module, task, stage_dir, checkpoint_name=name,
                     cfg=cfg.model_copy(update={"epochs": epochs}))
     task.close()
     return history
@@ -63,9 +48,10 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     for leftover in stage_dir.glob("checkpoint_step*.pt"):  # steps restart from the distilled student
         leftover.unlink()
     spec = state.student.spec
-    base_macs, base_params = count_macs_params(state.student.module, spec)
+    base_macs, base_params = ctx.family(ctx.recipe.student).macs_params(state.student.module, spec)
     steps = [_measure(ctx, cfg, state.student, 0)]
-    calibration = (ctx.data.x_train[:256], ctx.data.y_train[:256])
+    data = training_data(ctx, state)
+    calibration = (data.x_train[:256], data.y_train[:256])
     n_steps = cfg.max_steps if cfg.latency_ms else cfg.steps
     for i in range(1, n_steps + 1):
         if cfg.latency_ms:
@@ -95,36 +81,36 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     return steps
 
 
-def _padded_widths(cfg, round_to: int, spec) -> int | None:
+def _padded_widths(cfg, round_to: int, family) -> int | None:
     """The host's conv block when a CNN's latency is timed here and its widths are rounded to less than it:
     ONNX Runtime pads such widths back up on this CPU, so its timings cannot show what they save."""
     timed = (cfg.measure_latency or cfg.latency_ms) and cfg.structure == "channels"  # blocks keep their widths
-    block = host_conv_block() if timed and not spec.is_text else None
+    block = host_conv_block() if timed and family.convolutional else None
     return block if block and round_to % block else None
 
 
-def run(ctx, state, stage_dir):
+def _prune(ctx, state, stage_dir):
     cfg = ctx.recipe.stages.prune
     round_to = cfg.round_to or ctx.target.channel_multiple
-    if block := _padded_widths(cfg, round_to, state.student.spec):
+    family = ctx.family(ctx.recipe.student)
+    if block := _padded_widths(cfg, round_to, family):
         ctx.log(f"    widths rounded to {round_to}, but ONNX Runtime on this CPU runs convolutions in blocks of "
                 f"{block} channels: latency measured here undercounts what pruning saves")
     pruned_file, steps_file = stage_dir / "pruned.pt", stage_dir / "steps.json"
     if pruned_file.exists() and steps_file.exists():  # resuming: steps done, the final recovery was interrupted
-        reshape_to(state.student.module, io.load_torch(pruned_file))
+        family.reshape_to(state.student.module, io.load_torch(pruned_file))
         steps = json.loads(steps_file.read_text())
     else:
         steps = _prune_steps(ctx, state, cfg, stage_dir, round_to)
         io.save_torch(pruned_file, state.student.module.state_dict())
         io.write_json(steps_file, steps)
-    state.student.channels = widths(state.student.module)[:-1]
     history = _recover(ctx, state, cfg, stage_dir, "checkpoint.pt", cfg.epochs)
-    io.save_torch(stage_dir / "model.pt", state.student.module.state_dict())
+    family.save(state.student, stage_dir)
     final = _measure(ctx, cfg, state.student, len(steps))
     first = steps[0]
     state.records["prune"] = {
-        "name": "prune", **evaluate(state.student, ctx, state), "history": history,
-        "channels": state.student.channels, "structure": cfg.structure, "round_to": round_to,
+        "name": "prune", **ctx.task.evaluate(state.student, ctx, state), "history": history,
+        "channels": family.widths(state.student.module)[:-1], "structure": cfg.structure, "round_to": round_to,
         "importance": cfg.importance, "scope": cfg.scope,
         "budget": {"macs_ratio": cfg.macs_ratio, "params_ratio": cfg.params_ratio, "latency_ms": cfg.latency_ms},
         "macs_before": first["macs"], "params_before": first["params"], "accuracy_before": first["accuracy"],
@@ -133,17 +119,25 @@ def run(ctx, state, stage_dir):
     }
     if block:
         state.records["prune"]["host_conv_block"] = block
-    if state.student.arch == "hf":
-        from edgedistill.models import hf
-
-        state.records["prune"]["transformer"] = hf.shape(state.student.module)
+    state.records["prune"].update(family.describe(state.student.module))
     if "latency_ms" in final:
         state.records["prune"]["speedup"] = first["latency_ms"]["p50"] / final["latency_ms"]["p50"]
         state.records["prune"]["onnx_weight_ratio"] = final["onnx_weight_bytes"] / first["onnx_weight_bytes"]
-    return state
 
 
-def restore(ctx, state, stage_dir):
-    reshape_to(state.student.module, io.load_torch(stage_dir / "model.pt"))
-    state.student.channels = widths(state.student.module)[:-1]
-    return state
+@STAGES.register("prune")
+class Prune(Stage):
+    name, position = "prune", 40
+    uses_target = True  # the channel multiple and the latency come from the target
+
+    def validate(self, recipe, target) -> None:
+        """A latency budget needs a target this machine can time."""
+        if recipe.stages.prune.latency_ms and not target.runs_on_host():
+            raise UserError(f"stages.prune.latency_ms: {target.name} cannot be timed on this machine; use a "
+                            "host target (x86-avx2, x86-avx512-vnni) or a macs_ratio/params_ratio budget")
+
+    def run(self, ctx, state, stage_dir):
+        _prune(ctx, state, stage_dir)
+
+    def restore(self, ctx, state, stage_dir):
+        state.student = ctx.family(ctx.recipe.student).load(stage_dir, ctx.data.spec, ctx.device)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from edgedistill import report
-
-USES_TARGET = True
-MAIN_ONLY = True  # under torchrun, rank 0 alone
+from edgedistill.stages.base import STAGES, Stage
 
 
-def run(ctx, state, stage_dir):
-    data = report.build(ctx.out, finishing=True)
-    report.write(ctx.out, data)
-    state.records["report"] = {"name": "report", "summary": data["summary"]}
-    return state
+@STAGES.register("report")
+class Report(Stage):
+    name, position = "report", 90
+    uses_target = True
+    main_only = True  # under torchrun, rank 0 alone
 
-
-def restore(ctx, state, stage_dir):
-    # The files are rebuilt from disk anyway; keep the summary for the CLI's last line.
-    return state
+    def run(self, ctx, state, stage_dir):
+        data = report.build(ctx.out, finishing=True)
+        report.write(ctx.out, data)
+        state.records["report"] = {"name": "report", "summary": data["summary"]}

@@ -6,34 +6,34 @@ from __future__ import annotations
 
 import copy
 
+from edgedistill.families import load_state_dict
 from edgedistill.models import ModelHandle
-from edgedistill.stages.common import evaluate, load_weights, new_handle, save_weights
+from edgedistill.stages.base import STAGES, Stage
 
 
-def _build(ctx, state) -> ModelHandle:
-    cfg = ctx.recipe.student
-    if cfg.from_teacher:
-        t = state.teacher
-        return ModelHandle(module=copy.deepcopy(t.module), spec=t.spec, arch=t.arch, channels=list(t.channels))
-    handle = new_handle(ctx, cfg, teacher=state.teacher)
-    return load_weights(handle, cfg.checkpoint, "student.checkpoint") if cfg.checkpoint else handle
+@STAGES.register("student")
+class Student(Stage):
+    name, position = "student", 20
 
+    def _build(self, ctx, state) -> ModelHandle:
+        cfg = ctx.recipe.student
+        if cfg.from_teacher:
+            t = state.teacher
+            return ModelHandle(module=copy.deepcopy(t.module), spec=t.spec, arch=t.arch, channels=list(t.channels))
+        handle = ctx.family(cfg).new(cfg, ctx.data.spec, ctx.device, teacher=state.teacher)
+        return load_state_dict(handle, cfg.checkpoint, "student.checkpoint") if cfg.checkpoint else handle
 
-def run(ctx, state, stage_dir):
-    cfg = ctx.recipe.student
-    handle = _build(ctx, state)
-    save_weights(handle, stage_dir)
-    record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels, **evaluate(handle, ctx, state)}
-    record["params_vs_teacher"] = record["params"] / state.records["teacher"]["params"]
-    if handle.arch == "hf":
-        from edgedistill.models import hf
+    def run(self, ctx, state, stage_dir):
+        cfg = ctx.recipe.student
+        handle = self._build(ctx, state)
+        family = ctx.family(cfg)
+        family.save(handle, stage_dir)
+        record = {"name": "student", "arch": cfg.arch, "channels": cfg.channels,
+                  **ctx.task.evaluate(handle, ctx, state)}
+        record["params_vs_teacher"] = record["params"] / state.records["teacher"]["params"]
+        record.update(family.describe(handle.module))
+        state.student = handle
+        state.records["student"] = record
 
-        record["transformer"] = hf.shape(handle.module)
-    state.student = handle
-    state.records["student"] = record
-    return state
-
-
-def restore(ctx, state, stage_dir):
-    state.student = load_weights(_build(ctx, state), stage_dir / "model.pt", "student")
-    return state
+    def restore(self, ctx, state, stage_dir):
+        state.student = ctx.family(ctx.recipe.student).load(stage_dir, ctx.data.spec, ctx.device)

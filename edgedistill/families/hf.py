@@ -1,0 +1,74 @@
+"""Hugging Face sequence classifiers (the BERT family, edgedistill.models.hf): the teacher is a local
+directory (fine-tuned by the teacher stage when it has no head for the data's classes), the student a
+shallower or narrower copy; pruning removes attention heads, FFN neurons and layers; int8 is dynamic."""
+
+from __future__ import annotations
+
+import json
+
+from torch import nn
+
+from edgedistill.errors import UserError
+from edgedistill.families import FAMILIES, ModelFamily
+
+
+@FAMILIES.register("hf")
+class HuggingFaceClassifier(ModelFamily):
+    name = "hf"
+    task = "text-classification"
+    int8 = "dynamic"
+    convolutional = False
+    layered = True
+    student_needs_teacher = True
+
+    def check(self, arch: str, cfg) -> None:
+        if cfg.channels is not None:
+            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
+
+    def build(self, cfg, spec, teacher=None) -> nn.Module:
+        from edgedistill.models import hf
+
+        if teacher is None:
+            return hf.load_classifier(cfg.path, spec.labels, spec.pad_id)
+        return hf.build_student(teacher.module, num_layers=cfg.layers, init_layers=cfg.init_layers,
+                                hidden_size=cfg.hidden_size, heads=cfg.heads, intermediate_size=cfg.intermediate_size)
+
+    def needs_training(self, cfg, spec) -> bool:
+        from edgedistill.models import hf
+
+        classes, wanted = hf.head_classes(cfg.path), spec.num_classes
+        fits = classes == wanted
+        if cfg.finetune is False and not fits:
+            has = f"a head for {classes} classes" if classes else "no classification head"
+            raise UserError(f"teacher.finetune: false, but {cfg.path} has {has} and the data has {wanted} classes "
+                            "(it would start from a random head); set teacher.finetune: true or give a classifier "
+                            "trained on these labels")
+        return cfg.finetune if cfg.finetune is not None else not fits
+
+    def trained_from(self, cfg) -> str:
+        return f"fine-tuned from {cfg.path}"
+
+    def describe(self, module) -> dict:
+        from edgedistill.models import hf
+
+        return {"transformer": hf.shape(module)}
+
+    def macs_params(self, module, spec) -> tuple[int, int]:
+        from edgedistill.models.hf import transformer_macs
+
+        return transformer_macs(module, spec.input_shape[0]), sum(p.numel() for p in module.parameters())
+
+    def rebuild_args(self, handle) -> dict:
+        return {"config": json.loads(handle.module.hf.config.to_json_string(use_diff=False)),
+                "pad_id": handle.module.pad_id}
+
+    def rebuild(self, description: dict, spec) -> nn.Module:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        from edgedistill.models import hf
+
+        hf._quiet()
+        config = dict(description["config"])
+        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        return hf.TextClassifier(AutoModelForSequenceClassification.from_config(config, attn_implementation="eager"),
+                                 description["pad_id"])

@@ -1,0 +1,65 @@
+"""Hugging Face causal language models (GPT-2, Llama-style; edgedistill.generative.lm): the teacher is a
+local directory used as it is, the student a shallower or narrower copy that starts from the teacher's
+layers. Not pruned or quantization-aware trained yet; export quantizes its MatMuls dynamically."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from edgedistill.families import FAMILIES, ModelFamily
+
+
+@FAMILIES.register("hf-lm")
+class HuggingFaceCausalLM(ModelFamily):
+    name = "hf-lm"
+    task = "text-generation"
+    int8 = "dynamic"
+    convolutional = False
+    layered = True
+    student_needs_teacher = True
+
+    def check(self, arch: str, cfg) -> None:
+        if cfg.channels is not None:
+            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
+
+    def build(self, cfg, spec, teacher=None) -> nn.Module:
+        from edgedistill.generative import lm
+
+        if teacher is None:
+            return lm.load_causal_lm(cfg.path)[0]
+        return lm.build_student(teacher.module, num_layers=cfg.layers, init_layers=cfg.init_layers,
+                                hidden_size=cfg.hidden_size, heads=cfg.heads, intermediate_size=cfg.intermediate_size)
+
+    def needs_training(self, cfg, spec) -> bool:
+        return False  # used as it is
+
+    def macs_params(self, module, spec) -> tuple[int, int]:
+        """Per generated token: every weight matrix once (the attention over the cache aside)."""
+        params = sum(p.numel() for p in module.parameters())
+        matrices = (m.weight for m in module.modules()
+                    if isinstance(getattr(m, "weight", None), torch.Tensor) and not isinstance(m, nn.Embedding))
+        return sum(w.numel() for w in matrices if w.dim() == 2), params
+
+    def reshape_to(self, module, state: dict):
+        module.load_state_dict(state, strict=True)
+        return module
+
+    def rebuild_args(self, handle) -> dict:
+        m = handle.module
+        return {"config": json.loads(m.config.to_json_string(use_diff=False)),
+                "generation_config": m.generation_config.to_dict()}
+
+    def rebuild(self, description: dict, spec) -> nn.Module:
+        from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+        from edgedistill.models.hf import _quiet
+
+        _quiet()
+        config = dict(description["config"])
+        config = AutoConfig.for_model(config.pop("model_type"), **config)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        model.generation_config = GenerationConfig.from_dict(description["generation_config"])
+        return model.eval()
