@@ -69,6 +69,8 @@ class HuggingFaceClassifier(ModelFamily):
 
         hf._quiet()
         config = dict(description["config"])
+        # JSON keys are strings; transformers replays pruned_heads by layer number
+        config["pruned_heads"] = {int(k): v for k, v in (config.get("pruned_heads") or {}).items()}
         config = AutoConfig.for_model(config.pop("model_type"), **config)
         return hf.TextClassifier(AutoModelForSequenceClassification.from_config(config, attn_implementation="eager"),
                                  description["pad_id"])
