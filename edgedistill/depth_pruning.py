@@ -120,7 +120,7 @@ def prune_blocks(model: nn.Module, spec: ModelSpec, *, max_macs: float | None = 
         raise ValueError("block pruning needs a calibration batch")
     import torch_pruning as tp
 
-    from edgedistill.pruning import budget_text, check_ignore, within_budget
+    from edgedistill.prune_budget import budget_text, check_ignore, within_budget
 
     check_ignore(model, ignore)
     m = copy.deepcopy(model)

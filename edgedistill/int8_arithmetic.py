@@ -32,7 +32,7 @@ def arithmetic_of(arch: str, flags: set[str] | list[str]) -> str:
 
 
 def host_arithmetic() -> str:
-    from edgedistill.targets import host_arch, host_cpu_flags
+    from edgedistill.host import host_arch, host_cpu_flags
 
     return arithmetic_of(host_arch(), host_cpu_flags())
 

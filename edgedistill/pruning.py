@@ -10,6 +10,7 @@ from torch import nn
 
 from edgedistill.errors import UserError
 from edgedistill.models import ModelSpec, count_macs_params
+from edgedistill.prune_budget import budget_text, check_ignore, within_budget
 
 
 def _importance(kind: str):
@@ -20,23 +21,6 @@ def _importance(kind: str):
     if kind == "bn_scale":
         return tp.importance.BNScaleImportance()
     return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2)
-
-
-def within_budget(counts: tuple[int, int], max_macs: float | None, max_params: float | None) -> bool:
-    macs, params = counts
-    return (max_macs is None or macs <= max_macs) and (max_params is None or params <= max_params)
-
-
-def budget_text(max_macs: float | None, max_params: float | None) -> str:
-    return ", ".join(f"{v:,.0f} {k}" for k, v in (("MACs", max_macs), ("params", max_params)) if v is not None)
-
-
-def check_ignore(model: nn.Module, ignore) -> None:
-    modules = dict(model.named_modules())
-    unknown = [n for n in ignore if n not in modules]
-    if unknown:
-        raise UserError(f"stages.prune.ignore: no module named {unknown[0]!r}; names look like "
-                        f"{', '.join(n for n in list(modules)[1:6])}")
 
 
 def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: str, round_to: int,

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgedistill.errors import UserError
+from edgedistill.host import host_arch, host_cpu_flags
 from edgedistill.schema import Strict, read_yaml, validate
 
 # The profiles ship inside the package (the top-level targets/ links here); EDGEDISTILL_TARGETS points elsewhere.
@@ -63,21 +64,6 @@ class TargetProfile(Strict):
         from edgedistill.int8_arithmetic import WEIGHT_RANGE
 
         return WEIGHT_RANGE[self.arithmetic]
-
-
-def host_arch() -> str | None:
-    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
-
-
-def host_cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-                return flags | ({"neon"} if "asimd" in flags else set()) | ({"dotprod"} if "asimddp" in flags else set())
-    except OSError:
-        pass
-    return set()
 
 
 def host_conv_block() -> int | None:

@@ -8,7 +8,7 @@ import json
 
 from edgedistill import io, precision
 from edgedistill.stages.base import STAGES, Stage
-from edgedistill.tasks import training_data
+from edgedistill.tasks.fitting import training_data
 
 
 @STAGES.register("precision")

@@ -12,7 +12,7 @@ from edgedistill.errors import RefusedError, UserError
 from edgedistill.pruning import prune_step
 from edgedistill.stages.base import STAGES, Stage
 from edgedistill.targets import host_conv_block
-from edgedistill.tasks import train, training_data
+from edgedistill.tasks.fitting import train, training_data
 
 NOT_FASTER = 0.97  # a step must cut measured p50 latency by at least 3% to count as faster
 

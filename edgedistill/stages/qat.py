@@ -8,7 +8,7 @@ import copy
 from edgedistill import io, quantize
 from edgedistill.families import size
 from edgedistill.stages.base import STAGES, Stage
-from edgedistill.tasks import train
+from edgedistill.tasks.fitting import train
 from edgedistill.training import accuracy, predict
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from edgedistill.families import load_state_dict
 from edgedistill.stages.base import STAGES, Stage
-from edgedistill.tasks import train
+from edgedistill.tasks.fitting import train
 
 
 @STAGES.register("teacher")

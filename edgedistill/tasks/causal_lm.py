@@ -11,7 +11,8 @@ import torch
 from edgedistill import io
 from edgedistill.errors import UserError
 from edgedistill.generative import corpus, lm, seqkd
-from edgedistill.tasks import TASKS, Task, train
+from edgedistill.tasks import TASKS, Task
+from edgedistill.tasks.fitting import train
 
 NOT_APPLICABLE = "not applicable to causal language models yet: export quantizes their MatMuls dynamically"
 
@@ -49,6 +50,11 @@ def generation_agreement(ctx, teacher, student, n: int = 100, new_tokens: int = 
 class CausalLM(Task):
     name = "text-generation"
     datasets = ("lm",)
+
+    def load(self, cfg, seed: int, teacher_path):
+        from edgedistill.data import load_data
+
+        return load_data(cfg, seed, tokenizer_dir=teacher_path)
 
     def skips(self, stage: str) -> str | None:
         return NOT_APPLICABLE if stage in ("prune", "precision", "qat") else None

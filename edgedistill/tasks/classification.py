@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from edgedistill.tasks import TASKS, Task, stage_augment, train, training_data
+from edgedistill.tasks import TASKS, Task
+from edgedistill.tasks.fitting import stage_augment, train, training_data
 from edgedistill.training import accuracy, predict
 
 
 class Classification(Task):
+    def load(self, cfg, seed: int, teacher_path):
+        from edgedistill.data import load_data
+
+        return load_data(cfg, seed, tokenizer_dir=teacher_path)
+
     def evaluate(self, handle, ctx, state=None) -> dict:
         """Held-out accuracy, parameters and MACs: the columns of the report's stage table; with the pipeline
         state, also its top-1 agreement with the teacher, from the same forward pass."""
