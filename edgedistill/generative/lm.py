@@ -153,10 +153,16 @@ def next_tokens(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tenso
     return torch.cat(preds), torch.cat(targets), nll
 
 
+def perplexity_from(nll: float, tokens: int) -> float:
+    """exp(mean token negative log-likelihood), from next_tokens' summed NLL and the number of its targets:
+    every perplexity figure is this one, so a model's perplexity reads the same wherever it is reported."""
+    return math.exp(nll / max(tokens, 1))
+
+
 def perplexity(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32) -> float:
-    """exp(mean token negative log-likelihood) over every predicted token that is not padding."""
+    """Perplexity over every predicted token that is not padding."""
     _, targets, nll = next_tokens(model, ids, attention_mask, batch_size)
-    return math.exp(nll / max(len(targets), 1))
+    return perplexity_from(nll, len(targets))
 
 
 def greedy(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
