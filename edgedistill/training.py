@@ -5,7 +5,6 @@ and held-out accuracy for the loss curves."""
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -15,9 +14,7 @@ from torch import nn
 
 from edgedistill import distributed
 from edgedistill.data.augment import augment as augment_batch
-from edgedistill.errors import RefusedError
-from edgedistill.io import load_torch, save_torch
-from edgedistill.progress import begin
+from edgedistill.epochs import run_epochs
 from edgedistill.recipe import Augment, Training, TrainStage
 
 Task = Callable[..., dict]
@@ -49,19 +46,6 @@ def _lr_factor(cfg: TrainStage) -> Callable[[int], float]:
     if cfg.schedule == "cosine":
         return lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
     return lambda epoch: 1.0
-
-
-def _rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def fit(
@@ -107,32 +91,15 @@ def fit(
     params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
     optimizer = _optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg))
-    history: list[dict] = []
-    if checkpoint.exists():
-        state = load_torch(checkpoint)
-        model.load_state_dict(state["model"])
-        if isinstance(task, nn.Module):
-            task.load_state_dict(state["task"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        history = list(state["history"])
     # Each rank takes an equal share of every epoch's permutation (DDP needs the same number of steps on
     # every rank): the last n % world examples of a permutation sit that epoch out.
     n = len(data.x_train) // world * world
-    steps = math.ceil(n // world / batch_size)
-    estimate = begin(say, stage, checkpoint, len(history), cfg.epochs, steps,
-                     torch.cuda.synchronize if cuda else lambda: None)
-    if progress:
-        progress.start(stage, total=cfg.epochs * steps, done=len(history) * steps)
-    for epoch in range(len(history), cfg.epochs):
+
+    def train_epoch(epoch: int, step: Callable[[], None]) -> dict[str, float]:
         set_mode(model, True)
         generator = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(data.x_train), generator=generator, device=device)[:n][rank::world]
         sums: dict[str, torch.Tensor] = {}
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             x, y = data.x_train[idx], data.y_train[idx]
@@ -148,39 +115,41 @@ def fit(
             if cfg.grad_clip_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
             optimizer.step()
-            estimate.step()
             for k, v in losses.items():  # summed on the device: no host sync per step
                 if k != "output":
                     sums[k] = sums.get(k, 0) + v.detach().float() * len(y)
-            if progress:
-                progress.advance()
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        record = {k: float(distributed.sum_over_ranks(v)) / n for k, v in sums.items()}
-        if not math.isfinite(record["loss"]):
-            # A changed stage config changes the stage's fingerprint, and pipeline._prepare_dir then discards the
-            # kept checkpoint: the advice must not promise a resume.
-            raise RefusedError(
-                f"stage {stage}: loss became {record['loss']} in epoch {epoch + 1}; stopped, the last good "
-                f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun: the stage then starts "
-                f"over (a changed stages.{stage} discards {checkpoint.name}), the stages before it are kept"
-            )
+            step()
+        return {k: float(distributed.sum_over_ranks(v)) / n for k, v in sums.items()}
+
+    def restore(saved: dict) -> None:
+        model.load_state_dict(saved["model"])
+        if isinstance(task, nn.Module):
+            task.load_state_dict(saved["task"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+
+    def schedule() -> float:
         scheduler.step()
-        record.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], seconds=seconds,
-                      samples_per_s=n / max(seconds, 1e-9), world_size=world,
-                      test_accuracy=evaluate(model) if evaluate else
-                      accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test))
-        history.append(record)
-        save_torch(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "history": history,
-                                "task": task.state_dict() if isinstance(task, nn.Module) else {}})
-        if progress:
-            progress.epoch(record)
-        if on_epoch:
-            on_epoch(record)
-    if progress:
-        progress.stop()
+        return optimizer.param_groups[0]["lr"]
+
+    def held_out() -> float:
+        return evaluate(model) if evaluate else accuracy(predict(model, data.x_test, set_mode=set_mode), data.y_test)
+
+    # A changed stage config changes the stage's fingerprint, and pipeline._prepare_dir then discards the kept
+    # checkpoint: the advice must not promise a resume.
+    history = run_epochs(
+        train_epoch, stage=stage, checkpoint=checkpoint, epochs=cfg.epochs,
+        steps=math.ceil(n // world / batch_size), samples=n, world_size=world,
+        sync=torch.cuda.synchronize if cuda else lambda: None,
+        state=lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(),
+                       "task": task.state_dict() if isinstance(task, nn.Module) else {}},
+        restore=restore, schedule=schedule, evaluate=held_out,
+        non_finite=lambda loss, epoch: (
+            f"stage {stage}: loss became {loss} in epoch {epoch}; stopped, the last good "
+            f"checkpoint is kept ({checkpoint.name}); lower stages.{stage}.lr and rerun: the stage then starts "
+            f"over (a changed stages.{stage} discards {checkpoint.name}), the stages before it are kept"),
+        progress=progress, on_epoch=on_epoch, say=say)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     set_mode(model, False)

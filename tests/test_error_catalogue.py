@@ -664,9 +664,9 @@ def test_diverging_loss_is_refused_naming_stage_and_epoch(tmp_path):
 # The loss turns NaN in the epoch after distill's first checkpoint (epoch 2), whatever the data and batch size.
 _NAN_IN_EPOCH_2 = r"""
 import sys
-import edgedistill.training as training
+import edgedistill.epochs as epochs
 import edgedistill.distill.task as task
-save, forward, saved = training.save_torch, task.DistillationTask.forward, []
+save, forward, saved = epochs.save_torch, task.DistillationTask.forward, []
 def save_and_note(path, obj):
     save(path, obj)
     saved.append(path.parent.name)
@@ -675,7 +675,7 @@ def nan_after_first_checkpoint(self, *a, **k):
     if "03-distill" in saved:
         out["loss"] = out["loss"] * float("nan")
     return out
-training.save_torch, task.DistillationTask.forward = save_and_note, nan_after_first_checkpoint
+epochs.save_torch, task.DistillationTask.forward = save_and_note, nan_after_first_checkpoint
 from edgedistill.cli import main
 sys.argv = ["edgedistill", *sys.argv[1:]]
 main()
@@ -867,13 +867,13 @@ def pause():
     part.rename(marker)
     time.sleep(300)
 if where in ("distill", "prune"):  # after the stage's first epoch checkpoint: mid-stage, resumable
-    import edgedistill.training as training
-    save, stage_dir = training.save_torch, {"distill": "03-distill", "prune": "04-prune"}[where]
+    import edgedistill.epochs as epochs
+    save, stage_dir = epochs.save_torch, {"distill": "03-distill", "prune": "04-prune"}[where]
     def save_then_pause(path, obj):
         save(path, obj)
         if path.parent.name == stage_dir and path.name == "checkpoint.pt":
             pause()
-    training.save_torch = save_then_pause
+    epochs.save_torch = save_then_pause
 elif where == "atomic":  # inside the atomic write of the student's fp32 ONNX: written, not yet renamed
     import contextlib
     import edgedistill.io as io

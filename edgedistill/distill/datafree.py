@@ -13,7 +13,6 @@ One round: a generator step, then `student_steps` student steps on fresh samples
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.distill.losses import kd_loss
-from edgedistill.io import load_torch, save_torch
-from edgedistill.progress import begin
+from edgedistill.epochs import run_epochs
 
 
 class Generator(nn.Module):
@@ -108,8 +106,7 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
     """Train `student` (and `generator`) in place for cfg.epochs epochs of cfg.data_free.iterations rounds;
     per epoch the held-out accuracy (`evaluate`) and a checkpoint of both models, both optimizers, schedules, RNG
     and history, written atomically: a killed run resumes after its last finished epoch."""
-    from edgedistill.errors import RefusedError
-    from edgedistill.training import _lr_factor, _optimizer, _rng_state, _set_rng_state
+    from edgedistill.training import _lr_factor, _optimizer
 
     df = cfg.data_free
     teacher.eval()
@@ -121,55 +118,41 @@ def train(teacher: nn.Module, student: nn.Module, generator: nn.Module, cfg, *, 
     factor = _lr_factor(cfg)
     sched_s = torch.optim.lr_scheduler.LambdaLR(opt_s, factor)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, factor)
-    history: list[dict] = []
-    if checkpoint.exists():
-        state = load_torch(checkpoint)
-        student.load_state_dict(state["model"])
-        generator.load_state_dict(state["generator"])
-        for obj, key in ((opt_s, "optimizer"), (opt_g, "generator_optimizer"), (sched_s, "scheduler"),
-                         (sched_g, "generator_scheduler")):
-            obj.load_state_dict(state[key])
-        _set_rng_state(state["rng"])
-        history = list(state["history"])
+    parts = {"model": student, "generator": generator, "optimizer": opt_s, "generator_optimizer": opt_g,
+             "scheduler": sched_s, "generator_scheduler": sched_g}  # checkpoint key -> what it holds
     bf16 = device.type == "cuda"
-    estimate = begin(say, stage, checkpoint, len(history), cfg.epochs, df.iterations,
-                     torch.cuda.synchronize if bf16 else lambda: None)
-    if progress:
-        progress.start(stage, total=cfg.epochs * df.iterations, done=len(history) * df.iterations)
+
+    def train_epoch(epoch: int, step: Callable[[], None]) -> dict[str, float]:
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(df.iterations):
+            losses = _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v
+            step()
+        return {k: float(v) / df.iterations for k, v in sums.items()}
+
+    def restore(saved: dict) -> None:
+        for key, obj in parts.items():
+            obj.load_state_dict(saved[key])
+
+    def schedule() -> float:
+        sched_s.step()
+        sched_g.step()
+        return opt_s.param_groups[0]["lr"]
+
     try:
-        for epoch in range(len(history), cfg.epochs):
-            sums: dict[str, torch.Tensor] = {}
-            t0 = time.perf_counter()
-            for _ in range(df.iterations):
-                losses = _round(teacher, student, generator, bn, opt_s, opt_g, cfg, device, bf16)
-                estimate.step()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0) + v
-                if progress:
-                    progress.advance()
-            seconds = time.perf_counter() - t0
-            record = {k: float(v) / df.iterations for k, v in sums.items()}
-            if not math.isfinite(record["loss"]):
-                raise RefusedError(f"stage {stage}: the data-free loss became {record['loss']} in epoch {epoch + 1}; "
-                                   f"lower stages.{stage}.lr or stages.{stage}.data_free.generator_lr and rerun")
-            sched_s.step()
-            sched_g.step()
-            samples = df.iterations * df.batch_size * df.student_steps
-            record.update(epoch=epoch + 1, lr=opt_s.param_groups[0]["lr"], seconds=seconds,
-                          samples_per_s=samples / max(seconds, 1e-9), world_size=1, test_accuracy=evaluate(student))
-            history.append(record)
-            save_torch(checkpoint, {"model": student.state_dict(), "generator": generator.state_dict(),
-                                    "optimizer": opt_s.state_dict(), "generator_optimizer": opt_g.state_dict(),
-                                    "scheduler": sched_s.state_dict(), "generator_scheduler": sched_g.state_dict(),
-                                    "rng": _rng_state(), "history": history})
-            if progress:
-                progress.epoch(record)
-            if on_epoch:
-                on_epoch(record)
+        history = run_epochs(
+            train_epoch, stage=stage, checkpoint=checkpoint, epochs=cfg.epochs, steps=df.iterations,
+            samples=df.iterations * df.batch_size * df.student_steps,
+            sync=torch.cuda.synchronize if bf16 else lambda: None,
+            state=lambda: {key: obj.state_dict() for key, obj in parts.items()}, restore=restore,
+            schedule=schedule, evaluate=lambda: evaluate(student),
+            non_finite=lambda loss, epoch: (
+                f"stage {stage}: the data-free loss became {loss} in epoch {epoch}; "
+                f"lower stages.{stage}.lr or stages.{stage}.data_free.generator_lr and rerun"),
+            progress=progress, on_epoch=on_epoch, say=say)
     finally:
         bn.close()
-        if progress:
-            progress.stop()
     student.eval()
     return history
 

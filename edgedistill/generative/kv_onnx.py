@@ -4,7 +4,8 @@ returns logits and present.{i}.{key,value}; model_quantized.onnx is its dynamic-
 ORTModelForCausalLM.from_pretrained(dir) loads either (file_name=...).
 
 OrtGreedy decodes on a bare onnxruntime session, feeding the cache back by hand as an app does, so the
-checks and timings here measure what ships rather than optimum's wrapper."""
+checks and timings here measure what ships rather than optimum's wrapper; it is a decoding backend
+(edgedistill.generative.decoding), so its greedy loop is the one torch models decode with."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 
 from edgedistill.errors import RefusedError
 from edgedistill.exporters.hf_onnx import FP32_FILE, INT8_FILE  # noqa: F401 (INT8_FILE: for callers)
+from edgedistill.generative.decoding import Incremental, greedy_tokens
+
 PAST, PRESENT = "past_key_values.", "present."
 
 
@@ -86,45 +89,14 @@ class OrtGreedy:
         logits, *present = self.session.run(["logits", *self.present], feed)
         return logits, dict(zip(self.past, present))
 
+    def crop(self, past: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """The cache's first `n` positions (the sequence axis)."""
+        return {k: np.ascontiguousarray(v[:, :, :n]) for k, v in past.items()}
+
     def __call__(self, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id: int | None = None,
                  pad_token_id: int = 0) -> np.ndarray:
         """The new tokens (N, max_new_tokens); with `eos_token_id` a row stops after it and is padded."""
-        ids = np.asarray(input_ids, dtype=np.int64)
-        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
-        past = self.empty_cache(len(ids))
-        out = np.full((len(ids), max_new_tokens), pad_token_id, dtype=np.int64)
-        done = np.zeros(len(ids), dtype=bool)
-        for t in range(max_new_tokens):
-            logits, past = self.step(ids, mask, past)
-            token = np.where(done, pad_token_id, logits[:, -1].argmax(-1))
-            out[:, t] = token
-            if eos_token_id is not None:
-                done |= token == eos_token_id
-                if done.all():
-                    break
-            ids = token[:, None].astype(np.int64)
-            mask = np.concatenate([mask, np.ones((len(ids), 1), np.int64)], axis=1)
-        return out
-
-
-class OrtDecoder:
-    """Batch-1 incremental decoding on an OrtGreedy's session: feed tokens, get the argmax after each; the cache
-    is the present.* arrays, fed back and croppable on the sequence axis (speculative decoding rolls back)."""
-
-    def __init__(self, runner: OrtGreedy):
-        self.runner, self.past, self.n = runner, runner.empty_cache(1), 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __call__(self, ids: list[int]) -> list[int]:
-        self.n += len(ids)
-        logits, self.past = self.runner.step(np.asarray([ids], np.int64), np.ones((1, self.n), np.int64), self.past)
-        return logits[0].argmax(-1).tolist()
-
-    def crop(self, n: int) -> None:
-        self.past = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self.past.items()}
-        self.n = n
+        return greedy_tokens(self, input_ids, attention_mask, max_new_tokens, eos_token_id, pad_token_id)
 
 
 def open_runner(source, threads: int | None = None, reference: bool = False) -> OrtGreedy:
@@ -167,7 +139,7 @@ def time_per_token(onnx, prompt_ids, new_tokens: int = 32, threads: int | None =
     prompt = np.asarray(prompt_ids, dtype=np.int64).reshape(-1).tolist()
     times = []
     for r in range(runs + 1):
-        lm = OrtDecoder(runner)
+        lm = Incremental(runner)
         token = lm(prompt)[-1]
         t0 = time.perf_counter()
         for _ in range(new_tokens):

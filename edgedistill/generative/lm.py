@@ -153,25 +153,26 @@ def next_tokens(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tenso
     return torch.cat(preds), torch.cat(targets), nll
 
 
+def perplexity_from(nll: float, tokens: int) -> float:
+    """exp(mean token negative log-likelihood), from next_tokens' summed NLL and the number of its targets:
+    every perplexity figure is this one, so a model's perplexity reads the same wherever it is reported."""
+    return math.exp(nll / max(tokens, 1))
+
+
 def perplexity(model: nn.Module, ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32) -> float:
-    """exp(mean token negative log-likelihood) over every predicted token that is not padding."""
+    """Perplexity over every predicted token that is not padding."""
     _, targets, nll = next_tokens(model, ids, attention_mask, batch_size)
-    return math.exp(nll / max(len(targets), 1))
+    return perplexity_from(nll, len(targets))
 
 
-@torch.no_grad()
 def greedy(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
            max_new_tokens: int = 32, eos_token_id: int | None = None) -> torch.Tensor:
     """Greedy continuation of (left-padded) prompts with the KV cache: the new tokens only, (N, max_new_tokens).
-    With `eos_token_id` a row stops after it and the rest is the pad id; None generates every token."""
-    model.eval()
+    With `eos_token_id` a row stops after it and the rest is the pad id; None generates every token. The loop
+    is decoding.greedy_tokens, the one an exported model decodes with on ONNX Runtime too."""
+    from edgedistill.generative.decoding import TorchLM, greedy_tokens
+
     pad = model.generation_config.pad_token_id
-    pad = 0 if pad is None else pad
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos_token_id,
-                         top_k=None, top_p=None, temperature=None)
-    new = out[:, input_ids.shape[1]:]
-    if new.shape[1] < max_new_tokens:  # every row stopped early
-        new = torch.cat([new, new.new_full((len(new), max_new_tokens - new.shape[1]), pad)], 1)
-    return new
+    new = greedy_tokens(TorchLM(model), input_ids, attention_mask, max_new_tokens, eos_token_id,
+                        0 if pad is None else pad)
+    return torch.from_numpy(new).to(input_ids.device)

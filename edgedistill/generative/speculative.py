@@ -16,37 +16,8 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
-from edgedistill.generative.kv_onnx import OrtDecoder, OrtGreedy
-
-
-class _TorchDecoder:
-    """A torch causal LM with its DynamicCache: the argmax after each fed token, and crop."""
-
-    def __init__(self, model: nn.Module):
-        from transformers import DynamicCache
-
-        self.model = model.eval()
-        self.cache = DynamicCache(config=model.config)
-
-    def __len__(self) -> int:
-        return self.cache.get_seq_length()
-
-    @torch.no_grad()
-    def __call__(self, ids: list[int]) -> list[int]:
-        start = len(self)
-        position = torch.arange(start, start + len(ids))
-        out = self.model(input_ids=torch.tensor([ids]), past_key_values=self.cache, use_cache=True,
-                         cache_position=position, position_ids=position[None])
-        return out.logits[0].argmax(-1).tolist()
-
-    def crop(self, n: int) -> None:
-        self.cache.crop(n)
-
-
-def _decoder(model):
-    return OrtDecoder(model) if isinstance(model, OrtGreedy) else _TorchDecoder(model)
+from edgedistill.generative.decoding import Incremental, backend, greedy_tokens
 
 
 def _prompt(input_ids) -> list[int]:
@@ -58,18 +29,14 @@ def _prompt(input_ids) -> list[int]:
 
 def greedy_cached(model, input_ids, max_new_tokens: int, eos_token_id: int | None = None) -> torch.Tensor:
     """Plain greedy decoding with the KV cache, one target pass per token (the baseline speculative decoding is
-    timed against: the same loop, without generate's per-step overhead). `model`: a torch causal LM or an
-    OrtGreedy. Returns (1, P + n)."""
+    timed against): decoding.greedy_tokens at batch size 1. `model`: a torch causal LM or an OrtGreedy.
+    Returns (1, P + n), n up to and including `eos_token_id` when the model produces it."""
     seq = _prompt(input_ids)
-    if max_new_tokens < 1:
-        return torch.tensor([seq])
-    lm, prompt_len = _decoder(model), len(seq)
-    token = lm(seq)[-1]
-    while True:
-        seq.append(token)
-        if token == eos_token_id or len(seq) - prompt_len == max_new_tokens:
-            return torch.tensor([seq])
-        token = lm([token])[-1]
+    new = greedy_tokens(backend(model), [seq], max_new_tokens=max(max_new_tokens, 0),
+                        eos_token_id=eos_token_id)[0].tolist()
+    if eos_token_id in new:  # the loop stopped there; the rest is padding
+        new = new[: new.index(eos_token_id) + 1]
+    return torch.tensor([seq + new])
 
 
 def speculative_greedy(target, draft, input_ids, max_new_tokens: int, k: int = 4,
@@ -81,7 +48,7 @@ def speculative_greedy(target, draft, input_ids, max_new_tokens: int, k: int = 4
     seq = _prompt(input_ids)
     if k < 1:
         raise ValueError("k must be at least 1")
-    t_lm, d_lm = _decoder(target), _decoder(draft)
+    t_lm, d_lm = Incremental(backend(target)), Incremental(backend(draft))
     prompt_len = len(seq)
     if prompt_len > 1:
         t_lm(seq[:-1])
