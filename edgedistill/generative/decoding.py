@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedistill.generative.lm import positions
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding on either side (left-padded rows start at 0 at their first token)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _int64(x) -> np.ndarray:

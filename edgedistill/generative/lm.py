@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import UserError
+from edgedistill.generative.decoding import positions
 from edgedistill.models.hf import _quiet, check_dir, uniform_map
 
 # Where the decoder blocks live, by layout; anything else falls back to the one ModuleList as long as the
@@ -126,11 +127,6 @@ def build_student(teacher: nn.Module, num_layers: int | None = None, init_layers
         student.load_state_dict(own)
     student.generation_config = copy.deepcopy(teacher.generation_config)
     return student.eval()  # like a loaded model; training switches it to train mode
-
-
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip padding on either side (left-padded rows start at 0 at their first token)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.distill.losses import kd_loss
-from edgedistill.generative.lm import positions
+from edgedistill.generative.decoding import positions
 
 
 def _eos_ids(model) -> set[int]:

@@ -4,8 +4,6 @@ QAT do not apply yet; export writes ONNX with a KV cache."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from edgedistill import io
@@ -69,7 +67,7 @@ class CausalLM(Task):
         from edgedistill.families import size
 
         preds, targets, nll = next_token(handle.module, ctx.data.x_test, ctx.data.y_test)
-        record = {"accuracy": float((preds == targets).float().mean()), "perplexity": math.exp(nll / len(targets)),
+        record = {"accuracy": float((preds == targets).float().mean()), "perplexity": lm.perplexity_from(nll, len(targets)),
                   **size(handle)}
         if state is not None:
             key = ("teacher_next_tokens", id(state.teacher.module))
