@@ -133,38 +133,15 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
     # Absolute once, here: a stage may chdir (onnxruntime's quantizer runs in a temporary directory), and every
     # path the run records is written relative to `out`.
     out = Path(out).resolve()
-    lock = io.RunLock(out) if distributed.is_main() else contextlib.nullcontext()
-    with lock:
+    with io.RunLock(out) if distributed.is_main() else contextlib.nullcontext():
         if distributed.is_main():
             if force:
                 rundir.check_force(out)
             rundir.sweep(out)
-        device = pick_device(recipe.device)
-        if device.type == "cpu":
-            _deterministic(recipe.training.compile)  # same recipe and seed, same numbers
-        else:
-            torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
-        task = for_dataset(recipe.data.dataset)
-        data = task.load(recipe.data, recipe.seed, recipe.teacher.path).to(device)
-        if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
-            data = data.with_training(data.x_test[:0], data.y_test[:0])
-        progress = None
-        if not quiet:
-            from edgedistill.progress import StageProgress
-
-            progress = StageProgress()
-        ctx = Context(recipe, target, out, device, data, task, quiet, progress=progress)
-        for note in ctx.data.notes:
-            ctx.warn(note)
-        for stage in _stages():  # recipe x target conflicts, before any training
-            if stage.config(recipe).enabled:
-                stage.validate(recipe, target)
-        # Recipe, target and data are valid: only now is anything deleted or written.
+        ctx = _context(recipe, target, out, quiet)  # recipe, target and data valid, nothing written yet
         if force and distributed.is_main():
             rundir.clear(out)
-        io.write_yaml(out / rundir.MARKER, recipe.model_dump(mode="json"))
-        io.write_yaml(out / "target.resolved.yaml", target.model_dump(mode="json"))
-        io.write_json(out / "environment.json", environment.collect(str(ctx.device)))
+        _write_inputs(ctx)
         with distributed.failures_shared():  # rank 0 has locked and cleaned the run directory
             if distributed.is_main() and recipe.stages.export.enabled:
                 from edgedistill import preflight
@@ -177,53 +154,89 @@ def run(recipe: Recipe, target: TargetProfile, out: Path, *, force: bool = False
         return state
 
 
+def _context(recipe: Recipe, target: TargetProfile, out: Path, quiet: bool) -> Context:
+    """The device set up, the task's data loaded, every stage's recipe x target check passed."""
+    device = pick_device(recipe.device)
+    if device.type == "cpu":
+        _deterministic(recipe.training.compile)  # same recipe and seed, same numbers
+    else:
+        torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
+    task = for_dataset(recipe.data.dataset)
+    data = task.load(recipe.data, recipe.seed, recipe.teacher.path).to(device)
+    if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
+        data = data.with_training(data.x_test[:0], data.y_test[:0])
+    progress = None
+    if not quiet:
+        from edgedistill.progress import StageProgress
+
+        progress = StageProgress()
+    ctx = Context(recipe, target, out, device, data, task, quiet, progress=progress)
+    for note in data.notes:
+        ctx.warn(note)
+    for stage in _stages():  # recipe x target conflicts, before any training
+        if stage.config(recipe).enabled:
+            stage.validate(recipe, target)
+    return ctx
+
+
+def _write_inputs(ctx: Context) -> None:
+    """The resolved recipe (it marks a run directory), the target and the environment."""
+    io.write_yaml(ctx.out / rundir.MARKER, ctx.recipe.model_dump(mode="json"))
+    io.write_yaml(ctx.out / "target.resolved.yaml", ctx.target.model_dump(mode="json"))
+    io.write_json(ctx.out / "environment.json", environment.collect(str(ctx.device)))
+
+
 def _run_stages(ctx: Context, recipe: Recipe, target: TargetProfile, out: Path) -> State:
-    state = State()
-    fingerprint = ""
-    stages = _stages()
+    state, fingerprint, stages = State(), "", _stages()
     for index, stage in enumerate(stages, start=1):
-        name = stage.name
-        fingerprint = _fingerprint(fingerprint, recipe, target, name, stage.uses_target)
-        stage_dir = out / f"{index:02d}-{name}"
-        label = f"[{index}/{len(stages)}] {name}"
+        fingerprint = _fingerprint(fingerprint, recipe, target, stage.name, stage.uses_target)
+        stage_dir, label = out / f"{index:02d}-{stage.name}", f"[{index}/{len(stages)}] {stage.name}"
         off = "disabled in the recipe" if not stage.config(recipe).enabled else stage.not_applicable(ctx)
         if off:
             fingerprint += "-off"
             ctx.log(f"{label}: {off}")
-            continue
-        done = stage_dir / "done.json"
-        main_only = stage.main_only
-        if main_only and not distributed.is_main():
+        elif stage.main_only and not distributed.is_main():
             continue  # export, bench, report: files only rank 0 writes; the others wait at the end
-        if done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-            state.records[name] = json.loads((stage_dir / "result.json").read_text())
+        elif _finished(stage_dir, fingerprint):
+            state.records[stage.name] = json.loads((stage_dir / "result.json").read_text())
             stage.restore(ctx, state, stage_dir)
             ctx.log(f"{label}: finished earlier, skipped (--force starts over)")
-            ctx.event("stage_skipped", stage=name)
-            continue
-        if distributed.is_main():
-            _prepare_dir(stage_dir, fingerprint)
-        if not main_only:
-            distributed.barrier()
-        torch.manual_seed(recipe.seed * 1000 + index)
-        ctx.log(f"{label}: running")
-        ctx.event("stage_start", stage=name)
-        t0 = time.perf_counter()
-        try:
-            stage.run(ctx, state, stage_dir)
-        except RefusedError as e:
-            _record_refusal(ctx, name, stage_dir, e)
-            raise
-        record = state.records.setdefault(name, {})
-        record["wall_s"] = round(time.perf_counter() - t0, 3)
-        io.write_json(stage_dir / "result.json", record)
-        io.write_json(done, {"fingerprint": fingerprint, "finished": time.time()})
-        ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
-        acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
-        ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
-        if not main_only:
-            distributed.barrier()  # done.json is written before any rank moves on
+            ctx.event("stage_skipped", stage=stage.name)
+        else:
+            _execute(ctx, state, stage, stage_dir, fingerprint, label, seed=recipe.seed * 1000 + index)
     return state
+
+
+def _finished(stage_dir: Path, fingerprint: str) -> bool:
+    done = stage_dir / "done.json"
+    return done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint
+
+
+def _execute(ctx: Context, state: State, stage, stage_dir: Path, fingerprint: str, label: str, seed: int) -> None:
+    """Run one stage in its (prepared) directory; its result.json, then done.json, mark it finished."""
+    name = stage.name
+    if distributed.is_main():
+        _prepare_dir(stage_dir, fingerprint)
+    if not stage.main_only:
+        distributed.barrier()
+    torch.manual_seed(seed)
+    ctx.log(f"{label}: running")
+    ctx.event("stage_start", stage=name)
+    t0 = time.perf_counter()
+    try:
+        stage.run(ctx, state, stage_dir)
+    except RefusedError as e:
+        _record_refusal(ctx, name, stage_dir, e)
+        raise
+    record = state.records.setdefault(name, {})
+    record["wall_s"] = round(time.perf_counter() - t0, 3)
+    io.write_json(stage_dir / "result.json", record)
+    io.write_json(stage_dir / "done.json", {"fingerprint": fingerprint, "finished": time.time()})
+    ctx.event("stage_done", stage=name, wall_s=record["wall_s"], accuracy=record.get("accuracy"))
+    acc = f", held-out accuracy {record['accuracy']:.4f}" if record.get("accuracy") is not None else ""
+    ctx.log(f"{label}: done in {record['wall_s']:.1f}s{acc}")
+    if not stage.main_only:
+        distributed.barrier()  # done.json is written before any rank moves on
 
 
 def _record_refusal(ctx: Context, name: str, stage_dir: Path, error: Exception) -> None:
