@@ -94,7 +94,18 @@ class DataConfig(Strict):
         return self
 
 
-HF_ARCHS = ("hf", "hf-lm")  # loaded from a Hugging Face directory, not built from the zoo
+def _family(arch: str):
+    from edgedistill.families import family_of
+
+    return family_of(arch)
+
+
+def _archs_that(has) -> str:
+    """'hf' and 'hf-lm': the families with a property, as a message names them."""
+    from edgedistill.families import FAMILIES
+
+    names = [f"'{f.name}'" for f in FAMILIES if has(f)]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 class ModelConfig(Strict):
@@ -128,11 +139,11 @@ class StudentConfig(ModelConfig):
     def _hf_fields(self) -> "StudentConfig":
         given = [k for k in ("layers", "init_layers", "hidden_size", "heads", "intermediate_size")
                  if getattr(self, k) is not None]
-        if given and self.arch not in HF_ARCHS:
-            raise ValueError(f"{given[0]} applies to arch 'hf' and 'hf-lm' only")
+        if given and not _family(self.arch).student_needs_teacher:
+            raise ValueError(f"{given[0]} applies to arch {_archs_that(lambda f: f.student_needs_teacher)} only")
         if given and self.from_teacher:
             raise ValueError(f"from_teacher keeps the teacher's shape; remove {given[0]}")
-        if self.checkpoint is not None and (self.from_teacher or self.arch in HF_ARCHS):
+        if self.checkpoint is not None and (self.from_teacher or _family(self.arch).loads_from_path):
             raise ValueError("checkpoint applies to zoo students built from arch/channels; remove it")
         if self.layers is not None and self.init_layers is not None and len(self.init_layers) != self.layers:
             raise ValueError(f"init_layers lists {len(self.init_layers)} layers but layers is {self.layers}")
@@ -150,13 +161,16 @@ class TeacherConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _hf_fields(self) -> "TeacherConfig":
-        if self.arch in HF_ARCHS and self.path is None:
+        family = _family(self.arch)
+        if family.loads_from_path and self.path is None:
             raise ValueError(f"arch '{self.arch}' needs teacher.path, a local Hugging Face model directory")
-        if self.arch not in HF_ARCHS and self.path is not None:
-            raise ValueError("path applies to arch 'hf' and 'hf-lm' only; zoo teachers load a checkpoint")
-        if self.arch != "hf" and self.finetune is not None:
-            raise ValueError("finetune applies to arch 'hf' only (a causal LM teacher is used as it is)")
-        if self.arch in HF_ARCHS and (self.checkpoint is not None or self.normalization is not None):
+        if not family.loads_from_path and self.path is not None:
+            raise ValueError(f"path applies to arch {_archs_that(lambda f: f.loads_from_path)} only; "
+                             "zoo teachers load a checkpoint")
+        if not family.finetunes and self.finetune is not None:
+            raise ValueError(f"finetune applies to arch {_archs_that(lambda f: f.finetunes)} only (a causal LM "
+                             "teacher is used as it is)")
+        if family.loads_from_path and (self.checkpoint is not None or self.normalization is not None):
             raise ValueError(f"arch '{self.arch}' loads from teacher.path; remove checkpoint/normalization")
         return self
 
@@ -399,7 +413,7 @@ class Recipe(Strict):
         used = [k for k in ("features", "layer_match") if getattr(distill, k)] + (["generations"] if distill.generations > 1 else [])
         if not distill.enabled:
             raise ValueError("stages.distill.data_free needs stages.distill.enabled: true")
-        if self.teacher.arch == "hf" or self.teacher.checkpoint is None:
+        if _family(self.teacher.arch).task != "image-classification" or self.teacher.checkpoint is None:
             raise ValueError("stages.distill.data_free needs a trained image teacher: set teacher.checkpoint")
         if self.data.normalization is None:
             raise ValueError("stages.distill.data_free: set data.normalization to the teacher's input statistics "

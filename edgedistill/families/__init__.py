@@ -31,7 +31,9 @@ class ModelFamily:
     int8 = "static"
     convolutional = True  # widths run in the CPU's conv blocks (the prune stage warns about padded widths)
     layered = False  # its depth is one of its widths (a transformer's layer count), not a list of removed blocks
-    student_needs_teacher = False  # a student is built from the teacher's layers
+    student_needs_teacher = False  # a student is built from the teacher's layers (student.layers, heads...)
+    loads_from_path = False  # the teacher is a model directory (teacher.path), not a state_dict checkpoint
+    finetunes = False  # a teacher directory without a head for the data's classes is fine-tuned (teacher.finetune)
 
     # ------------------------------------------------------------ recipe
     def arch_names(self) -> list[str]:

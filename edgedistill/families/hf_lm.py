@@ -20,6 +20,7 @@ class HuggingFaceCausalLM(ModelFamily):
     convolutional = False
     layered = True
     student_needs_teacher = True
+    loads_from_path = True
 
     def check(self, arch: str, cfg) -> None:
         if cfg.channels is not None:
