@@ -51,6 +51,7 @@ def _compare(reference, other):
             float(np.abs(reference - other).max() / np.abs(reference).max()))
 
 
+@pytest.mark.slow
 def test_x86_avx2_run_is_right_on_non_vnni_kernels(tmp_path):
     from edgedistill.data import load_data
     from edgedistill.recipe import load_recipe

@@ -28,6 +28,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_main_command_produces_every_artifact(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["target"] == "pixel-8" and report["recipe"]["name"] == "digits"
@@ -50,6 +51,7 @@ def test_main_command_produces_every_artifact(run_dir):
     assert html.count("<svg") >= 2 and "<script src" not in html
 
 
+@pytest.mark.slow
 def test_int8_student_keeps_accuracy_and_is_much_smaller(run_dir):
     report = json.loads((run_dir / "report.json").read_text())
     art = {(a["role"], a["kind"]): a for a in report["artifacts"]}
@@ -66,6 +68,7 @@ def test_int8_student_keeps_accuracy_and_is_much_smaller(run_dir):
     assert prune["macs"] <= 0.5 * prune["macs_before"] and all(c % 8 == 0 for c in prune["channels"])
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stages_and_report_regenerates(run_dir):
     result = cli("compress", "--recipe", "digits", "--target", "pixel-8", "--out", run_dir, "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -79,6 +82,7 @@ def test_rerun_skips_finished_stages_and_report_regenerates(run_dir):
     assert (run_dir / "report.html").read_text().count("<svg") >= 2
 
 
+@pytest.mark.slow
 def test_parity_failure_exits_3_naming_the_artifact(run_dir, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run_dir, out)
@@ -88,6 +92,7 @@ def test_parity_failure_exits_3_naming_the_artifact(run_dir, tmp_path):
     assert not (out / "07-export" / "done.json").exists()
 
 
+@pytest.mark.slow
 def test_kill_mid_distill_then_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["--target", "x86-avx2", "--out", out, "--set", "stages.teacher.epochs=2", "--set", "stages.distill.epochs=60",
@@ -118,6 +123,7 @@ def test_busy_out_is_refused(tmp_path):
     assert result.returncode == 2 and "a live run" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--set", "stages.distil.epochs=3"], "stages.distil: unknown key; did you mean 'distill'?"),
     (["--set", "stages.distill.epochs=many"], "stages.distill.epochs: input should be a valid integer"),
@@ -157,6 +163,7 @@ def test_target_from_a_profile_path(tmp_path):
     assert load_target(profile).name == "my-board" and load_target(profile).threads == 4
 
 
+@pytest.mark.slow
 def test_cifar_resnets_with_feature_terms_end_to_end(tmp_path):
     """The zoo's residual networks through every stage: hooks, residual-coupled pruning, PT2E QAT, int8 export."""
     import numpy as np
@@ -184,6 +191,7 @@ def test_cifar_resnets_with_feature_terms_end_to_end(tmp_path):
     assert {a["kind"] for a in report["artifacts"]} == {"onnx-fp32", "onnx-int8", "ort", "coreml"}
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     """Data-parallel training with torchrun on CPU (gloo): metrics summed over ranks, rank 0 alone writes."""
     out = tmp_path / "ddp"
@@ -202,6 +210,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert sum(e["event"] == "run_start" for e in events) == 1  # rank 1 wrote nothing
 
 
+@pytest.mark.slow
 def test_torchrun_refusal_ends_every_rank_with_rank_0s_line(tmp_path):
     """Rank 0 alone exports; when it refuses, the waiting rank exits with the same one line and code (no gloo
     traceback from a collective rank 0 left)."""

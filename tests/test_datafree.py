@@ -80,6 +80,7 @@ def _train(tmp_path, epochs, checkpoint, on_epoch=None):
     return student, generator, history
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     straight, gen_a, history = _train(tmp_path, 3, tmp_path / "a.pt")
     with pytest.raises(Killed):
@@ -116,6 +117,7 @@ def test_data_free_recipe_errors_say_what_to_set(tmp_path, override, message):
         load_recipe("digits", ["stages.distill.data_free.enabled=true", *over])
 
 
+@pytest.mark.slow
 def test_data_free_run_learns_without_the_training_split_and_later_stages_use_the_transfer_set(tmp_path):
     target = load_target("x86-avx2")
     off = [f"stages.{s}.enabled=false" for s in ("distill", "prune", "qat", "export", "bench", "report")]

@@ -202,6 +202,7 @@ def cli(*args):
                           text=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_check(tmp_path):
     ok = cli(_cnn(tmp_path), "--target", "pixel-8")
     assert ok.returncode == 0, ok.stderr

@@ -56,6 +56,7 @@ def test_unreachable_budget_and_models_without_blocks_are_refused():
         prune_blocks(resnet14(), SPEC, max_macs=1000, ignore=["layer9"], calibration=batch(8))
 
 
+@pytest.mark.slow
 def test_block_pruning_stage_exports_a_shallower_onnx_and_int8(tmp_path):
     import onnx
 

@@ -79,6 +79,7 @@ def test_on_device_run_pushes_the_tool_and_model_and_labels_the_result(fake_adb)
         adb.measure(fake_adb["model"], None, threads=4)
 
 
+@pytest.mark.slow
 def test_cli_bench_on_device_prints_the_on_device_label(fake_adb):
     env = {**os.environ, "EDGEDISTILL_ORT_PERF_TEST": str(fake_adb["tool"])}
     done = subprocess.run([sys.executable, "-m", "edgedistill", "bench", str(fake_adb["model"]), "--target", "pixel-8",

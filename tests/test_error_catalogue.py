@@ -235,6 +235,7 @@ def test_yaml_tags_in_a_recipe_file_or_set_never_run(tmp_path):
     assert not pwned.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     import torch
 
@@ -252,6 +253,7 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert not pwned.exists()
 
 
+@pytest.mark.slow
 def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path):
     import torch
 
@@ -263,6 +265,7 @@ def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path):
     one_line(result, 2, "model.pt: refused to load", "save a plain state_dict")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, field, needles", [
     ("empty", "teacher.checkpoint", ["is empty (0 bytes), not a torch checkpoint"]),
     ("truncated", "student.checkpoint", ["is truncated or corrupt, not a readable torch checkpoint"]),
@@ -298,6 +301,7 @@ class _Pwn:
 # ================================================================ paths: missing, unreadable, relative
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, make, field, needles", [
     (INPROC, None, "teacher.checkpoint", ["teacher.checkpoint:", "nope.pt does not exist (resolved to"]),
     (PROC, "junk", "teacher.checkpoint", ["not a readable torch checkpoint"]),
@@ -316,6 +320,7 @@ def test_missing_or_unreadable_paths(monkeypatch, capsys, tmp_path, how, make, f
     one_line(result, 2, *needles)
 
 
+@pytest.mark.slow
 def test_missing_recipe_and_target_files(tmp_path):
     one_line(cli("compress", "--recipe", tmp_path / "nope.yaml", "--target", "x86-avx2", "--out", tmp_path / "o"),
              2, "--recipe", "no such file or built-in recipe (built-ins:")
@@ -325,11 +330,13 @@ def test_missing_recipe_and_target_files(tmp_path):
     one_line(cli("bench", tmp_path / "nope.onnx", "--target", "x86-avx2"), 2, "nope.onnx: no such model file")
 
 
+@pytest.mark.slow
 def test_out_that_is_a_file(tmp_path):
     (tmp_path / "f").write_text("x")
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "f"), 2, "exists and is not a directory")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["under-a-file", "/proc"])
 def test_out_that_cannot_be_created(tmp_path, where):
     (tmp_path / "f").write_text("x")
@@ -343,6 +350,7 @@ def _digits_recipe() -> str:
     return builtin_text("digits")
 
 
+@pytest.mark.slow
 def test_recipe_paths_resolve_against_the_recipe_folder(monkeypatch, capsys, tmp_path):
     (tmp_path / "recipes" / "data").mkdir(parents=True)
     _npz(tmp_path / "recipes" / "data" / "d.npz", (8, 8))
@@ -391,6 +399,7 @@ def test_relative_set_paths_resolve_against_the_working_directory(monkeypatch, c
              "teacher.checkpoint: recipes/../nope.pt does not exist", f"(resolved to {tmp_path / 'nope.pt'})")
 
 
+@pytest.mark.slow
 def test_relative_out_completes(tmp_path):
     result = cli("compress", "--out", "runs/rel", *FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -415,12 +424,14 @@ def _in_tiny_tmpfs(tmp_path, size: str, *args):
                           capture_output=True, text=True, env=ENV, timeout=300)
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_run_files_is_one_line(tmp_path):
     result = _in_tiny_tmpfs(tmp_path, "8k", "--target", "x86-avx2", "--quiet", "--set", "data.limit_train=100", *MODELS_ONLY)
     one_line(result, 2, f"error: {tmp_path / 'mnt' / 'out'}/", ": no space left on the device",
              "free some space or choose another --out, then rerun to resume")
 
 
+@pytest.mark.slow
 def test_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path):
     result = _in_tiny_tmpfs(tmp_path, "200k", "--target", "x86-avx2", "--quiet", "--set", "data.limit_train=100",
                             "--set", "stages.teacher.epochs=1", *MODELS_ONLY)
@@ -430,6 +441,7 @@ def test_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path):
 # ================================================================ teacher / student / data mismatches
 
 
+@pytest.mark.slow
 def test_teacher_checkpoint_for_another_number_of_classes(tmp_path):
     _save_model(tmp_path / "t.pt", "cnn", [32, 64, 128], (1, 8, 8), 3)
     result = cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o", "--set", f"teacher.checkpoint={tmp_path / 't.pt'}",
@@ -438,6 +450,7 @@ def test_teacher_checkpoint_for_another_number_of_classes(tmp_path):
              "set the channels (and classes/input) it was trained with")
 
 
+@pytest.mark.slow
 def test_teacher_checkpoint_for_other_input_channels(tmp_path):
     _save_model(tmp_path / "t.pt", "cnn", [16, 32], (1, 8, 8), 4)  # grayscale teacher, RGB data
     data = _npz(tmp_path / "rgb.npz", (8, 8, 3))
@@ -447,6 +460,7 @@ def test_teacher_checkpoint_for_other_input_channels(tmp_path):
     one_line(result, 2, "teacher.checkpoint:", "features.0.weight is (16, 1, 3, 3) in the checkpoint but (16, 3, 3, 3)")
 
 
+@pytest.mark.slow
 def test_teacher_checkpoint_for_another_input_shape(tmp_path):
     _save_model(tmp_path / "t.pt", "mlp", [32], (1, 8, 8), 4)  # 8x8 teacher, 16x16 data
     data = _npz(tmp_path / "big.npz", (16, 16))
@@ -456,6 +470,7 @@ def test_teacher_checkpoint_for_another_input_shape(tmp_path):
     one_line(result, 2, "teacher.checkpoint:", "features.1.weight is (32, 64) in the checkpoint but (32, 256)")
 
 
+@pytest.mark.slow
 def test_checkpoint_for_another_architecture(tmp_path):
     _save_model(tmp_path / "t.pt", "mlp", [32], (1, 8, 8), 10)
     result = cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o", "--set", f"teacher.checkpoint={tmp_path / 't.pt'}",
@@ -463,6 +478,7 @@ def test_checkpoint_for_another_architecture(tmp_path):
     one_line(result, 2, "teacher.checkpoint:", "does not fit arch 'cnn'", "set the arch and channels the checkpoint was made with")
 
 
+@pytest.mark.slow
 def test_data_mismatches(tmp_path):
     one_line(cli("compress", "--target", "x86-avx2", "--out", tmp_path / "o1", "--set", "data.labels=[a, b, c]", *MODELS_ONLY),
              2, "data: train label ", "is not one of the 3 classes data.labels names (0..2); fix that label, or name "
@@ -490,6 +506,7 @@ LABELS_RUN = [*NPZ, *MODELS_ONLY, "--set", "stages.teacher.epochs=1", "--set", "
               "--set", "student.channels=[8]", "--target", "x86-avx2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("labels, declared, needles", [
     # a label outside data.labels is named, with its split and index, instead of blaming data.labels
     (_with_label(96, 17, 7), "[a, b, c, d]",
@@ -508,6 +525,7 @@ def test_labels_the_classes_cannot_support_are_refused(tmp_path, labels, declare
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_class_without_training_examples_is_a_warning(tmp_path):
     data = _labelled_npz(tmp_path / "d.npz", [i % 3 for i in range(96)])
     result = cli("compress", "--out", tmp_path / "o", *LABELS_RUN, "--set", f"data.path={data}",
@@ -518,6 +536,7 @@ def test_a_class_without_training_examples_is_a_warning(tmp_path):
     assert json.loads((tmp_path / "o" / "02-student" / "result.json").read_text())["accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_a_text_label_outside_data_labels_is_named(text_files, tmp_path):
     one_line(text_cli(tmp_path / "o", text_files["encoder"], text_files["train"], "--set", "data.labels=[pos, other]"),
              2, "data: train label 'neg' (example ", "of the train split) is not one of data.labels ['pos', 'other']",
@@ -536,6 +555,7 @@ def _image_folder(root: Path, classes: list[str], per_class: int = 8) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_an_image_folders_class_names_win_over_the_recipes_labels(tmp_path):
     """Starting from the digits recipe (labels "0".."9") with one's own folder: its class names are used."""
     from edgedistill.data import load_data
@@ -557,12 +577,14 @@ def test_an_image_folders_class_names_win_over_the_recipes_labels(tmp_path):
     assert same.spec.labels == ("cat", "dog", "owl") and same.notes == ()
 
 
+@pytest.mark.slow
 def test_teacher_normalization_for_other_channels(tmp_path):
     result = cli("compress", "--out", tmp_path / "o", *FAST, "--set", "stages.distill.epochs=1",
                  "--set", "teacher.normalization={mean: [0.1, 0.1, 0.1], std: [1, 1, 1]}")
     one_line(result, 2, "teacher.normalization")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("features", ["[{student: features, teacher: classifier}]",
                                       "[{student: classifier, teacher: classifier, kind: attention}]"])
 def test_feature_terms_that_do_not_fit(tmp_path, features):
@@ -571,6 +593,7 @@ def test_feature_terms_that_do_not_fit(tmp_path, features):
     one_line(result, 2, "stages.distill.features")
 
 
+@pytest.mark.slow
 def test_feature_term_naming_a_missing_module(tmp_path):
     result = cli("compress", "--out", tmp_path / "o", *NO_EXPORT, "--set", "stages.distill.epochs=1",
                  "--set", "stages.distill.features=[{student: layer9, teacher: features}]")
@@ -593,6 +616,7 @@ def test_unknown_target_and_bad_profiles(monkeypatch, capsys, tmp_path):
              "t.yaml: line 5: duplicate key 'precision' (first on line 4); keep one of them")
 
 
+@pytest.mark.slow
 def test_cuda_asked_for_on_a_machine_without_one(tmp_path):
     import torch
 
@@ -602,6 +626,7 @@ def test_cuda_asked_for_on_a_machine_without_one(tmp_path):
              "device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["pixel-8", "profile-with-missing-isa"])
 def test_latency_budget_on_a_target_this_machine_cannot_time(tmp_path, target):
     if target != "pixel-8":
@@ -614,6 +639,7 @@ def test_latency_budget_on_a_target_this_machine_cannot_time(tmp_path, target):
     assert not (tmp_path / "o" / "01-teacher").exists()  # refused before any training
 
 
+@pytest.mark.slow
 def test_bench_of_an_ort_file_for_a_target_this_machine_cannot_time(tmp_path):
     (tmp_path / "m.ort").write_bytes(b"\x00" * 64)
     one_line(cli("bench", tmp_path / "m.ort", "--target", "pixel-8"), 2, "pixel-8 cannot be timed on this machine",
@@ -640,10 +666,12 @@ def invalid_onnx(tmp_path):
     return tmp_path / "invalid.onnx"
 
 
+@pytest.mark.slow
 def test_bench_on_the_host_refuses_an_invalid_onnx(invalid_onnx):
     one_line(cli("bench", invalid_onnx, "--target", "x86-avx2"), 2, "invalid.onnx: ONNX Runtime cannot load it")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, target", [("check", "pixel-8"), ("bench", "pixel-8")])  # check: one reader for all targets
 def test_invalid_onnx_inputs_are_refused(invalid_onnx, command, target):
     one_line(cli(command, invalid_onnx, "--target", target), 2, "invalid.onnx: not a valid ONNX model (",
@@ -653,6 +681,7 @@ def test_invalid_onnx_inputs_are_refused(invalid_onnx, command, target):
 # ================================================================ a loss that turns NaN/Inf
 
 
+@pytest.mark.slow
 def test_diverging_loss_is_refused_naming_stage_and_epoch(tmp_path):
     out = tmp_path / "o"
     result = cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.lr=1e12")
@@ -693,6 +722,7 @@ def _last_run(out: Path) -> list[dict]:
     return events[max(i for i, e in enumerate(events) if e["event"] == "run_start"):]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_keeps_the_last_good_checkpoint_and_says_what_a_rerun_does(reference, tmp_path):
     import torch
 
@@ -744,6 +774,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_export_failure_names_the_operator(tmp_path):
     result = _run_with(_BROKEN_STUDENT, "compress", "--out", tmp_path / "o", *FAST)
     line = one_line(result, 3, "export", "student")
@@ -803,6 +834,7 @@ def text_cli(out, teacher, train, *extra):
     return cli("compress", *text_args(out, teacher, train, *extra))
 
 
+@pytest.mark.slow
 def test_text_teacher_dir_without_config_json(text_files, tmp_path):
     one_line(text_cli(tmp_path / "o", text_files["no_config"], text_files["train"]), 2,
              "teacher.path:", "has no config.json; give a local Hugging Face model directory")
@@ -813,6 +845,7 @@ def test_text_teacher_path_missing(monkeypatch, capsys, text_files, tmp_path):
              "teacher.path:", "does not exist")
 
 
+@pytest.mark.slow
 def test_text_csv_without_the_text_column(text_files, tmp_path):
     one_line(cli("compress", "--recipe", "text-classification", "--target", "x86-avx2", "--out", tmp_path / "o",
                  "--set", f"teacher.path={text_files['encoder']}", "--set", f"data.train={text_files['nocol']}"),
@@ -836,16 +869,19 @@ def test_image_recipe_with_an_hf_arch(monkeypatch, capsys, tmp_path):
                       "--set", "student.channels=null"), 2, "arch 'hf' needs data.dataset 'text'")
 
 
+@pytest.mark.slow
 def test_text_jsonl_of_non_objects(text_files, tmp_path):
     one_line(text_cli(tmp_path / "o", text_files["encoder"], text_files["numbers"]), 2, "data.train")
 
 
+@pytest.mark.slow
 def test_text_max_length_beyond_the_teachers_positions(text_files, tmp_path):
     result = text_cli(tmp_path / "o", text_files["encoder"], text_files["train"], "--set", "data.max_length=128",
                       "--set", "stages.export.enabled=true", "--set", "stages.export.formats=[onnx]")
     one_line(result, 2, "data.max_length", "64")
 
 
+@pytest.mark.slow
 def test_text_teacher_head_for_another_number_of_classes(text_files, tmp_path):
     result = text_cli(tmp_path / "o", text_files["head3"], text_files["train"], "--set", "teacher.finetune=false")
     one_line(result, 2, "teacher.finetune", "3", "2")
@@ -900,6 +936,7 @@ main()
 STAGE_DIR = {"distill": "03-distill", "prune": "04-prune", "export": "07-export"}
 
 
+@pytest.mark.slow
 def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(reference, tmp_path):
     result = cli("compress", "--out", tmp_path / "again", *NO_EXPORT, "--set", "device=cpu")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -929,6 +966,7 @@ def _signal_when_paused(where: str, out: Path, args: list, sig: int, tmp_path: P
     return proc.returncode, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["distill", "prune", "export"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_kill_mid_stage_then_rerun_completes_with_a_report(reference, tmp_path, stage, sig):
@@ -986,6 +1024,7 @@ KEPT_MID_EXPORT = {"recipe.resolved.yaml", "target.resolved.yaml", "environment.
                    "preflight.json", "01-teacher", "02-student", "03-distill", "04-prune", "07-export"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_inside_an_atomic_write_leaves_only_what_a_rerun_needs(tmp_path, sig):
     out = tmp_path / "run"
@@ -1004,6 +1043,7 @@ def test_killed_inside_an_atomic_write_leaves_only_what_a_rerun_needs(tmp_path, 
     assert _files(out / "07-export") == {"fingerprint", "teacher.fp32.onnx"}  # the student's was cut short
 
 
+@pytest.mark.slow
 def test_a_run_failing_on_its_data_leaves_nothing(tmp_path):
     one_line(cli("compress", "--out", tmp_path / "new", *NO_EXPORT, "--set", "data.labels=[a, b, c]"), 2, "data.labels")
     assert not (tmp_path / "new").exists()  # created for the run, removed with its lock
@@ -1012,6 +1052,7 @@ def test_a_run_failing_on_its_data_leaves_nothing(tmp_path):
     assert _files(tmp_path / "empty") == set()  # the user's folder stays, as it was
 
 
+@pytest.mark.slow
 def test_a_run_failing_mid_stage_keeps_the_finished_stages_and_no_lock(tmp_path):
     out = tmp_path / "o"
     one_line(cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.lr=1e12"), 3, "loss became nan")
@@ -1023,6 +1064,7 @@ def test_a_run_failing_mid_stage_keeps_the_finished_stages_and_no_lock(tmp_path)
     assert json.loads((out / "report.json").read_text())["status"]["stage"] == "distill"
 
 
+@pytest.mark.slow
 def test_force_never_deletes_a_folder_of_user_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "important.txt").write_text("mine")
@@ -1033,6 +1075,7 @@ def test_force_never_deletes_a_folder_of_user_files(tmp_path):
     assert _files(tmp_path) == {"important.txt", "sub", "sub/thesis.tex"}
 
 
+@pytest.mark.slow
 def test_force_validates_first_then_deletes_only_the_runs_own_files(tmp_path):
     out = tmp_path / "o"
     first = cli("compress", "--out", out, *NO_EXPORT, "--set", "stages.distill.enabled=false",
@@ -1053,6 +1096,7 @@ def test_force_validates_first_then_deletes_only_the_runs_own_files(tmp_path):
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_every_training_stage_says_how_long_its_epochs_will_take(tmp_path):
     import re
 
@@ -1122,6 +1166,7 @@ def test_cli_fuzz_set_and_recipe_files_never_traceback(monkeypatch, capsys, tmp_
 # ================================================================ refusals: nothing hidden
 
 
+@pytest.mark.slow
 def test_a_refused_file_is_renamed_and_the_report_opens_with_the_refusal(tmp_path):
     out = tmp_path / "run"
     result = cli("compress", "--out", out, *FAST, "--set", "stages.export.fp32_max_abs=1e-12")
@@ -1160,6 +1205,7 @@ main()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, function, target, code", [
     ("coreml", "to_coreml", "x86-avx2", 0),  # an extra for an x86 target: recorded, the run completes
     ("ort_mobile", "to_ort", "pixel-8", 3),  # the Android target's own format: the run stops

@@ -466,6 +466,7 @@ def lm_run(teacher_dir, tmp_path_factory):
     return state, d / "out", sets, target
 
 
+@pytest.mark.slow
 def test_lm_recipe_distills_on_teacher_sequences_and_skips_what_does_not_apply(lm_run):
     import json
 
@@ -484,6 +485,7 @@ def test_lm_recipe_distills_on_teacher_sequences_and_skips_what_does_not_apply(l
     assert any(n.startswith("speculative decoding") and "ONNX Runtime" in n for n in report["notes"])
 
 
+@pytest.mark.slow
 def test_lm_recipe_exports_kv_cache_onnx_that_decodes_as_torch_and_benches_speculation(lm_run):
     state, out, _, _ = lm_run
     arts = state.records["export"]["artifacts"]
@@ -500,6 +502,7 @@ def test_lm_recipe_exports_kv_cache_onnx_that_decodes_as_torch_and_benches_specu
         assert 1 <= spec["tokens_per_target_call"] <= 5  # k = 4 drafted, plus the teacher's own
 
 
+@pytest.mark.slow
 def test_lm_run_resumes_with_the_teacher_sequences_kept(lm_run):
     from edgedistill import pipeline
     from edgedistill.recipe import load_recipe

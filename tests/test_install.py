@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_error_catalogue import ENV, FAST, ROOT
 
 
@@ -16,6 +18,7 @@ def test_the_top_level_targets_folder_is_the_packages_profiles():
     assert (ROOT / "targets").resolve() == (ROOT / "edgedistill" / "profiles").resolve()
 
 
+@pytest.mark.slow
 def test_a_non_editable_install_lists_every_target_and_runs_the_default_recipe(tmp_path):
     # A copy of the source, so the build's own folders (build/, *.egg-info) never land in the checkout.
     source = tmp_path / "source"

@@ -108,6 +108,7 @@ def test_dynamic_quantization_writes_the_targets_weight_range(tmp_path):
             assert np.abs(ortr.logits(ortr.session(path), x) - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_qat_trains_with_the_weight_range_the_file_holds(tmp_path):
     prepared = quantize.prepare_qat(cnn(seed=0).module, SPEC, weight_range=(-64, 63))
     weight_ranges = {(m.quant_min, m.quant_max) for name, m in prepared.named_children()

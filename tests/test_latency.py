@@ -50,6 +50,7 @@ def test_for_file_measures_host_targets_and_refuses_bad_files(models, tmp_path):
         for_file(junk, load_target("x86-avx2"))
 
 
+@pytest.mark.slow
 def test_bench_command_json_contract(models):
     small, _ = models
     out = subprocess.run([sys.executable, "-m", "edgedistill", "bench", str(small), "--target", "pixel-8", "--json"],

@@ -37,6 +37,7 @@ def test_mismatched_teacher_checkpoint_names_the_tensor(tmp_path):
         pipeline.run(recipe, load_target("x86-avx2"), tmp_path / "out2", quiet=True)
 
 
+@pytest.mark.slow
 def test_changed_stage_config_reruns_that_stage_and_later_ones(tmp_path):
     base = ["stages.teacher.epochs=1", "stages.distill.epochs=1", *ONLY_MODELS[1:]]
     target = load_target("x86-avx2")
@@ -50,6 +51,7 @@ def test_changed_stage_config_reruns_that_stage_and_later_ones(tmp_path):
     assert json.loads((tmp_path / "03-distill" / "result.json").read_text())["temperature"] == 2.0
 
 
+@pytest.mark.slow
 def test_born_again_generations_and_topk_cache(tmp_path):
     over = ["stages.teacher.epochs=3", "stages.distill.epochs=2", "stages.distill.generations=3",
             "stages.distill.ensemble_generations=true", "stages.distill.cache_topk=3", "student.channels=[32, 64, 128]",
@@ -63,6 +65,7 @@ def test_born_again_generations_and_topk_cache(tmp_path):
         "generation0.pt", "generation1.pt", "generation2.pt"]
 
 
+@pytest.mark.slow
 def test_student_from_teacher_copies_its_weights(tmp_path):
     over = ["stages.teacher.epochs=1", "student.from_teacher=true", "student.channels=[32, 64, 128]", *ONLY_MODELS]
     state = pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path, quiet=True)
@@ -73,6 +76,7 @@ def test_student_from_teacher_copies_its_weights(tmp_path):
         load_recipe("digits", ["student.from_teacher=true"])
 
 
+@pytest.mark.slow
 def test_student_from_a_checkpoint_goes_straight_to_pruning(tmp_path):
     torch.manual_seed(0)
     student = build_model("cnn", [16, 32, 64], (1, 8, 8), 10)
@@ -90,6 +94,7 @@ def test_student_from_a_checkpoint_goes_straight_to_pruning(tmp_path):
                                "student.channels=[32, 64, 128]"])
 
 
+@pytest.mark.slow
 def test_same_recipe_and_seed_give_the_same_metrics_on_cpu(tmp_path):
     over = ["stages.teacher.epochs=2", "stages.distill.epochs=2", "device=cpu", *ONLY_MODELS[1:]]
     runs = [pipeline.run(load_recipe("digits", over), load_target("x86-avx2"), tmp_path / str(i), quiet=True)

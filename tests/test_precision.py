@@ -114,6 +114,7 @@ def _optimized_ops(path):
     return collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, channels, shape, fp32_blocks, float_convs", [
     ("cnn", [16, 32, 64], (1, 8, 8), ["features.0"], 1),
     ("resnet8", None, (3, 16, 16), ["layer1"], 2),
@@ -140,6 +141,7 @@ def test_qat_keeps_the_plans_fp32_blocks_float_and_export_folds_their_batchnorm(
     assert np.abs(ref - out).max() <= 0.1 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 def test_qat_residual_adds_run_as_integer_kernels(tmp_path):
     spec = ModelSpec("image-classification", (3, 16, 16), 10, tuple(map(str, range(10))), (0.5,) * 3, (0.25,) * 3)
     torch.manual_seed(0)
@@ -166,6 +168,7 @@ BASE = ["stages.teacher.epochs=2", "stages.distill.epochs=2", "stages.prune.enab
         "stages.bench.warmup=1"]
 
 
+@pytest.mark.slow
 def test_a_mixed_plan_is_trained_and_exported(tmp_path, monkeypatch):
     _fixed_timings(monkeypatch, lambda int8: 1.0 - 0.1 * ("features.3" in int8) + 0.05 * len(int8))
     state = pipeline.run(load_recipe("digits", BASE), load_target("x86-avx2"), tmp_path, quiet=True)
@@ -179,6 +182,7 @@ def test_a_mixed_plan_is_trained_and_exported(tmp_path, monkeypatch):
     assert "## Precision plan" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_an_all_fp32_plan_skips_qat_and_the_report_recommends_fp32(tmp_path, monkeypatch):
     _fixed_timings(monkeypatch, lambda int8: 1.0 + 0.1 * len(int8))
     state = pipeline.run(load_recipe("digits", BASE), load_target("x86-avx2"), tmp_path, quiet=True)

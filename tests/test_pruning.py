@@ -100,6 +100,7 @@ def _prune_run(run_dir, *extra, target="x86-avx2"):
     return pipeline.run(load_recipe("digits", over), load_target(target), run_dir, quiet=True).records["prune"]
 
 
+@pytest.mark.slow
 def test_stepwise_pruning_records_evidence_per_step(run_dir, monkeypatch):
     monkeypatch.setattr("edgedistill.stages.prune.host_conv_block", lambda: 16)  # an AVX-512 host
     record = _prune_run(run_dir, "stages.prune.steps=2")
@@ -117,6 +118,7 @@ def test_stepwise_pruning_records_evidence_per_step(run_dir, monkeypatch):
         assert ("flag" in cur) == slower and record["flags"] == [s["step"] for s in steps if "flag" in s]
 
 
+@pytest.mark.slow
 def test_latency_budget(run_dir, monkeypatch):
     monkeypatch.setattr("edgedistill.stages.prune.host_conv_block", lambda: 16)
     record = _prune_run(run_dir, "stages.prune.latency_ms=1000", "stages.prune.macs_ratio=null",

@@ -33,6 +33,7 @@ def quantized():
     return student, quantize.convert(prepared)
 
 
+@pytest.mark.slow
 def test_int8_onnx_runs_integer_kernels_and_matches_torch(quantized, tmp_path):
     student, q = quantized
     x, _ = batch(200, seed=5)
@@ -56,6 +57,7 @@ def test_int8_onnx_runs_integer_kernels_and_matches_torch(quantized, tmp_path):
     assert np.abs(ortr.logits(ortr.session(fp32_path), x.numpy()) - fp32_ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_qat_state_restores_exactly(quantized, tmp_path):
     student, _ = quantized
     a = quantize.prepare_qat(student.module, SPEC)
@@ -78,6 +80,7 @@ def test_ptq_baselines_run_integer_kernels(tmp_path, method):
     assert not list(tmp_path.glob("*augmented*")) and not list(__import__("pathlib").Path.cwd().glob("augmented*"))
 
 
+@pytest.mark.slow
 def test_ort_mobile_file_and_operator_config(quantized, tmp_path):
     _, q = quantized
     int8_path = tmp_path / "student.int8.onnx"
@@ -90,6 +93,7 @@ def test_ort_mobile_file_and_operator_config(quantized, tmp_path):
     assert np.abs(ortr.logits(ortr.session(ort_file), x) - ortr.logits(ortr.session(int8_path), x)).max() < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("w8a8", [False, True])
 def test_coreml_package_is_app_ready(quantized, tmp_path, w8a8):
     student, q = quantized
@@ -104,6 +108,7 @@ def test_coreml_package_is_app_ready(quantized, tmp_path, w8a8):
     assert ("quantize" in info["ops"]) == w8a8 and "softmax" in info["ops"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predict needs macOS; Linux checks the package spec only")
 def test_coreml_predict_matches_torch(quantized, tmp_path):
     import coremltools as ct

@@ -39,6 +39,7 @@ def _runnable(report: dict) -> list[dict]:
     return [a for a in report["artifacts"] if a["kind"] in ("onnx-fp32", "onnx-int8", "ort")]
 
 
+@pytest.mark.slow
 def test_bench_records_a_confusion_matrix_per_runnable_artifact(run_dir):
     bench = json.loads((run_dir / "08-bench" / "result.json").read_text())
     measured = [b for b in bench["artifacts"] if b["accuracy"] is not None]
@@ -51,6 +52,7 @@ def test_bench_records_a_confusion_matrix_per_runnable_artifact(run_dir):
         assert sum(m[i][i] for i in range(10)) == round(b["accuracy"] * HELD_OUT)
 
 
+@pytest.mark.slow
 def test_report_json_carries_confusion_and_per_class_accuracy(report):
     artifacts = _runnable(report)
     assert {(a["role"], a["kind"]) for a in artifacts} >= {("teacher", "onnx-fp32"), ("student", "onnx-fp32")}
@@ -64,6 +66,7 @@ def test_report_json_carries_confusion_and_per_class_accuracy(report):
         assert sum(acc * sum(m[i]) for i, acc in enumerate(per_class)) == pytest.approx(a["accuracy"] * HELD_OUT)
 
 
+@pytest.mark.slow
 def test_report_json_has_every_stage_wall_time(report):
     times = report["stage_wall_s"]
     assert list(times) == ["teacher", "student", "distill", "prune", "export", "bench"]  # qat is disabled
@@ -71,6 +74,7 @@ def test_report_json_has_every_stage_wall_time(report):
     assert times["teacher"] == next(s["wall_s"] for s in report["stages"] if s["name"] == "teacher")
 
 
+@pytest.mark.slow
 def test_html_has_confusion_plot_and_per_class_table(run_dir, report):
     page = (run_dir / "report.html").read_text()
     section = page.split("<h2>Per-class accuracy</h2>", 1)[1].split("<h2>", 1)[0]
@@ -82,6 +86,7 @@ def test_html_has_confusion_plot_and_per_class_table(run_dir, report):
     assert "time per stage" in page and "bench " in page
 
 
+@pytest.mark.slow
 def test_markdown_has_per_class_table(run_dir):
     md = (run_dir / "report.md").read_text()
     rows = md.split("## Per-class accuracy\n", 1)[1].split("\n## ", 1)[0]
@@ -89,6 +94,7 @@ def test_markdown_has_per_class_table(run_dir):
     assert "| time per stage | teacher " in md
 
 
+@pytest.mark.slow
 def test_report_command_regenerates_the_same_report_json(run_dir, report):
     before = {k: v for k, v in report.items() if k != "created"}
     result = CliRunner().invoke(app, ["report", str(run_dir)])
@@ -97,6 +103,7 @@ def test_report_command_regenerates_the_same_report_json(run_dir, report):
     assert {k: v for k, v in after.items() if k != "created"} == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Chromium is not installed here (.ci/run installs Debian's chromium for this check)")
 def test_report_renders_in_headless_chromium_with_no_network_and_no_console_message(run_dir, tmp_path):

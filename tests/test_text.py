@@ -212,6 +212,7 @@ def test_layer_match_maps_student_layers_onto_teacher_blocks(files):
 # ---------------------------------------------------------------- the whole run
 
 
+@pytest.mark.slow
 def test_tiny_bert_compresses_to_a_shallower_student_that_optimum_loads(run, files):
     out, state, report = run
     stages = {s["name"]: s for s in report["stages"]}
@@ -242,6 +243,7 @@ def test_tiny_bert_compresses_to_a_shallower_student_that_optimum_loads(run, fil
     assert model.config.num_hidden_layers == 2 and model.config.id2label == {0: "neg", 1: "pos"}
 
 
+@pytest.mark.slow
 def test_text_run_resumes_and_reports_token_inputs(run, files):
     out, _, report = run
     state = pipeline.run(load_recipe("text-classification", _sets(files)), load_target("x86-avx2"), out, quiet=True)

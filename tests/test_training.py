@@ -19,6 +19,7 @@ def _weights(model):
     return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
 
 
+@pytest.mark.slow
 def test_distillation_moves_student_toward_teacher(tmp_path):
     data = _data()
     teacher = cnn((32, 64, 64), seed=1).module
