@@ -49,6 +49,7 @@ def toy_family(monkeypatch):
     return family
 
 
+@pytest.mark.slow
 def test_a_family_from_outside_runs_every_stage_and_resumes_from_its_files(toy_family, tmp_path):
     over = ["student.arch=toy:32", "student.channels=null", "stages.teacher.epochs=2", "stages.distill.epochs=2",
             "stages.prune.epochs=1", "stages.prune.steps=1", "stages.prune.measure_latency=false",
