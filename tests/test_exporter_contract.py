@@ -168,3 +168,17 @@ def test_exporter_writes_what_it_declares_and_its_runtime_runs_it(exported, name
 
 def precision_is_fp32(artifact) -> bool:
     return artifact.precision == "fp32" and artifact.file.suffix in (".onnx", ".ort")
+
+
+@pytest.mark.parametrize("task, target, required", [
+    ("image-classification", "pixel-8", "ort"), ("image-classification", "iphone-15-pro", "coreml"),
+    ("image-classification", "x86-avx2", "onnx"), ("text-generation", "pixel-8", "onnx")])
+def test_the_targets_own_format_is_required(task, target, required):
+    assert exporters.required_format(task, load_target(target)) == required
+
+
+def test_exporters_run_in_their_builtin_order_whatever_was_imported_first():
+    import edgedistill.exporters.ort_mobile  # noqa: F401 (imported before the registry loads, as a test may)
+
+    order = [e.name for e in exporters.serving("text-classification")]
+    assert order == ["onnx-fp32", "hf-onnx", "onnx-int8", "ort", "coreml"]

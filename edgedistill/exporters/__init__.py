@@ -3,7 +3,9 @@ Core ML .mlpackage, optimum's Hugging Face ONNX directory, a causal LM's ONNX wi
 writes typed Artifacts for the run's task and names the runtime (edgedistill.runtimes) that loads them; the
 export and bench stages only loop over them.
 
-The modules that do the converting (onnx, ort_mobile, coreml, hf_onnx) are libraries the plug-ins call."""
+A format is one module: its plug-in (onnx_fp32, onnx_int8, onnx_kv), or its converter and plug-in together
+(ort_mobile, coreml, hf_onnx); onnx is the ONNX export library they share. Adding one: a module here, its
+runtime's in edgedistill.runtimes, and each module's name in its registry's builtins."""
 
 from __future__ import annotations
 
@@ -101,14 +103,20 @@ class Exporter:
         return runs.float_precision if runs is not None else "fp32"
 
 
-EXPORTERS: Registry[Exporter] = Registry("exporter", builtins=(
-    # in the order they run: a converter's source is written before it
-    "edgedistill.exporters.onnx_fp32", "edgedistill.exporters.hf_onnx", "edgedistill.exporters.onnx_int8",
-    "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv"))
+# In the order they run (a converter's source is written before it), whatever order they were imported in;
+# plug-ins from entry points run after them.
+BUILTINS = ("edgedistill.exporters.onnx_fp32", "edgedistill.exporters.hf_onnx", "edgedistill.exporters.onnx_int8",
+            "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv")
+EXPORTERS: Registry[Exporter] = Registry("exporter", builtins=BUILTINS)
+
+
+def _run_order(exporter: Exporter) -> int:
+    module = type(exporter).__module__
+    return BUILTINS.index(module) if module in BUILTINS else len(BUILTINS)
 
 
 def serving(task: str) -> list[Exporter]:
-    return [e for e in EXPORTERS if task in e.tasks]
+    return sorted((e for e in EXPORTERS if task in e.tasks), key=_run_order)
 
 
 def selected(task: str, formats: list[str]) -> list[Exporter]:

@@ -13,7 +13,7 @@ class OnnxFp32(Exporter):
     name = "onnx-fp32"
     format, kinds, suffix, runtime = "onnx", ("onnx-fp32",), ".onnx", "onnxruntime"
     tasks, needs, always = CLASSIFICATION, (FP32_MODULE,), True
-    ships_to = checked_on = ("onnxruntime", "ort-mobile")
+    ships_to, checked_on = ("onnxruntime",), ("onnxruntime", "ort-mobile")
 
     def export(self, job):
         for role in ("teacher", "student"):

@@ -16,7 +16,7 @@ class OnnxInt8(Exporter):
     name = "onnx-int8"
     format, kinds, suffix, runtime = "onnx", ("onnx-int8",), ".onnx", "onnxruntime"
     tasks, needs, always = CLASSIFICATION, (INT8_MODULE, ONNX_FILE), True
-    ships_to = checked_on = ("onnxruntime", "ort-mobile")
+    ships_to, checked_on = ("onnxruntime",), ("onnxruntime", "ort-mobile")
 
     def export(self, job):
         cfg, target, state = job.cfg, job.target, job.state

@@ -76,8 +76,8 @@ class Runtime:
         """Figures over the run's artifacts as a whole, added to the bench record (after every bench())."""
         return {}
 
-    def outputs(self, artifact, x, threads: int = 1):
-        """Held-out outputs (logits or probabilities, (N, classes)) of `artifact` on `x` (numpy)."""
+    def outputs(self, artifact, x, spec, threads: int = 1):
+        """Held-out outputs (logits or probabilities, (N, classes)) of `artifact` on `x` (numpy, as `spec` says)."""
         raise NotImplementedError
 
     def time_file(self, path, target, warmup: int, repeats: int, **options) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from edgedistill import exporters
+from edgedistill import exporters, io
 from edgedistill.errors import RefusedError
 from edgedistill.exporters.onnx import exporter_failure
 
@@ -34,7 +34,7 @@ def run(ctx, state, stage_dir):
         try:
             for artifact in exporter.export(job):
                 job.artifacts.append(artifact)
-                ctx.log(f"    wrote {job.rel(artifact.path)} ({artifact.record(ctx.out)['size_bytes']:,} bytes)")
+                ctx.log(f"    wrote {job.rel(artifact.path)} ({io.dir_size(artifact.path):,} bytes)")
         except Exception as e:  # noqa: BLE001 (an extra never stops the run, whatever its converter raised)
             if exporter.always or exporter.format == required:
                 raise
