@@ -116,18 +116,14 @@ def bench(
     """Batch-1 latency of a model on a target: measured here when this machine can stand in for it,
     otherwise estimated from the target's datasheet peaks; with --on-device, measured on the attached
     phone. The `kind` field says which."""
-    from edgedistill.latency import for_file
+    from edgedistill.runtimes import RUNTIMES
     from edgedistill.targets import load_target
 
     profile = load_target(target)
-    if on_device:
-        from edgedistill.runtimes import adb
-
-        if not model.is_file():
-            raise UserError(f"{model}: no such model file; pass an .ort or .onnx file")
-        result = {**adb.measure(model, perf_test, profile.threads, repeats, serial), "target": profile.name}
-    else:
-        result = for_file(model, profile, warmup, repeats)
+    if on_device and not model.is_file():
+        raise UserError(f"{model}: no such model file; pass an .ort or .onnx file")
+    runtime = RUNTIMES.get("adb" if on_device else "onnxruntime")
+    result = runtime.time_file(model, profile, warmup, repeats, perf_test=perf_test, serial=serial)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -32,37 +32,5 @@ def measure(module: nn.Module, spec: ModelSpec, target, warmup: int = 20, repeat
 
 
 def for_file(path: Path, target, warmup: int = 20, repeats: int = 200) -> dict:
-    """Latency of an exported model for `target`: measured with ONNX Runtime when this machine can stand in
-    for the target, otherwise estimated from the graph (edgedistill.estimate), and labelled accordingly."""
-    import numpy as np
-
-    from edgedistill.errors import UserError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such model file; pass an .onnx or .ort file")
-    if target.runs_on_host():
-        try:
-            sess = ortr.session(path, ortr.host_threads(target.threads))
-        except Exception as e:  # onnxruntime's own errors: a file it cannot load
-            raise UserError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
-        first = sess.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in first.shape]
-        example = (np.ones(shape, dtype=np.int64) if first.type.startswith("tensor(int") else  # token ids
-                   np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-        lat = ortr.latency_ms(sess, example, warmup, repeats)
-        return {**lat, "kind": "measured", "threads": ortr.host_threads(target.threads), "batch": 1,
-                "runtime": "onnxruntime-cpu", "target": target.name}
-    if path.suffix != ".onnx":
-        raise UserError(f"{path}: {target.name} cannot be timed on this machine and estimates read the graph "
-                        "of an .onnx file; pass the .onnx the artifact was made from")
-    from edgedistill.deployability import validate_onnx
-    from edgedistill.estimate import estimate
-
-    try:
-        validate_onnx(path)  # an estimate reads the graph as given: refuse one no runtime would load
-        return {**estimate(path, target), "batch": 1, "target": target.name}
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+    """Latency of an exported model for `target`, measured or estimated (runtimes.onnxruntime.for_target)."""
+    return ortr.for_target(path, target, warmup, repeats)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill import latency as latency_mod
-from edgedistill import int8_arithmetic, quantize
+from edgedistill import quantize
 from edgedistill.runtimes import onnxruntime as ortr
 
 QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
@@ -115,7 +115,7 @@ def _evaluate(cands: list[Candidate], reference: np.ndarray, check: np.ndarray, 
               rounds: int, repeats: int) -> str:
     for c in cands:
         # accuracy in the target's int8 arithmetic (edgedistill.int8_arithmetic), timing on this CPU's kernels
-        by_reference = bool(c.int8) and not int8_arithmetic.host_matches(target)
+        by_reference = bool(c.int8) and ortr.int8_execution(target) == ortr.REFERENCE
         logits = ortr.logits(ortr.session(Path(c.path), ortr.host_threads(2), reference=by_reference), check)
         c.accuracy = float((logits.argmax(-1) == labels).mean())
         c.agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())

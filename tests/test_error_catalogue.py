@@ -922,7 +922,7 @@ elif where == "atomic":  # inside the atomic write of the student's fp32 ONNX: w
                 pause()
     io.atomic_path = atomic_then_pause
 else:  # after the student's fp32 ONNX, before its int8 one
-    import edgedistill.stages.export as export
+    import edgedistill.exporters.onnx as export
     real = export.export_onnx
     def export_then_pause(module, spec, path, *a, **k):
         real(module, spec, path, *a, **k)
@@ -1194,11 +1194,11 @@ def test_a_refused_file_is_renamed_and_the_report_opens_with_the_refusal(tmp_pat
 _FAILING_FORMAT = r"""
 import sys
 from edgedistill.errors import RefusedError
-import edgedistill.stages.export as export
+import importlib
 fmt = sys.argv[1]
 def fails(*a, **k):
     raise RefusedError(f"export {fmt}: conversion failed: Unsupported fx node alias, kind alias")
-setattr(getattr(export, sys.argv[1]), sys.argv[2], fails)
+setattr(importlib.import_module(f"edgedistill.exporters.{sys.argv[1]}"), sys.argv[2], fails)
 from edgedistill.cli import main
 sys.argv = ["edgedistill", *sys.argv[3:]]
 main()

@@ -154,7 +154,7 @@ def _ctx(tmp_path, target):
 def test_parity_is_judged_in_the_targets_arithmetic(fp32_file, tmp_path, monkeypatch, host):
     """The same rung, on a host whose kernels match the target's or not: matching, the host kernels judge;
     not matching, reference execution judges and the host kernels' result is kept beside it."""
-    from edgedistill.stages import export
+    from edgedistill import parity
 
     monkeypatch.setattr(ia, "host_arithmetic", lambda: host)
     path = tmp_path / "student.int8.onnx"
@@ -166,7 +166,7 @@ def test_parity_is_judged_in_the_targets_arithmetic(fp32_file, tmp_path, monkeyp
         return ortr.logits(ortr.session(p, reference=reference), x)
 
     ctx, logs = _ctx(tmp_path, "pixel-8")
-    rung = export._int8_rung(ctx, reference, path, ("fp32", "int8"), (0.9, None), onnx_logits, path)
+    rung = parity.int8_rung(ctx, reference, path, ("fp32", "int8"), (0.9, None), onnx_logits, path)
     assert rung["arithmetic"] == ("host-kernels" if host == ia.EXACT else "reference")
     assert rung["top1_agreement"] >= 0.9
     if host == ia.PAIR_SATURATING:
@@ -176,8 +176,8 @@ def test_parity_is_judged_in_the_targets_arithmetic(fp32_file, tmp_path, monkeyp
 
 
 def test_a_refused_int8_file_is_renamed_and_the_message_names_the_key(fp32_file, tmp_path):
+    from edgedistill import parity
     from edgedistill.errors import RefusedError
-    from edgedistill.stages import export
 
     path = tmp_path / "student.int8.onnx"
     quantize.ptq_onnx(fp32_file, path, batch(64)[0].numpy(), weight_range=(-64, 63))
@@ -185,7 +185,7 @@ def test_a_refused_int8_file_is_renamed_and_the_message_names_the_key(fp32_file,
     wrong = -ortr.logits(ortr.session(fp32_file), x)  # a reference it cannot agree with
     ctx, _ = _ctx(tmp_path, "x86-avx2")
     with pytest.raises(RefusedError) as refused:
-        export._int8_rung(ctx, wrong, path, ("student int8 (torch)", "int8"), (0.98, 0.05), lambda p, reference=False:
+        parity.int8_rung(ctx, wrong, path, ("student int8 (torch)", "int8"), (0.98, 0.05), lambda p, reference=False:
                           ortr.logits(ortr.session(p, reference=reference), x), path)
     message = str(refused.value)
     assert "stages.export.int8_" in message and "student.int8.refused.onnx" in message

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from edgedistill.errors import RefusedError
+from edgedistill.exporters import (CLASSIFICATION, EXPORTERS, FP32_MODULE, INT8_MODULE, INT8_PRECISIONS, Artifact,
+                                   Exporter, onnx_twin)
 from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.io import atomic_path
 from edgedistill.models import ModelSpec
@@ -154,3 +156,66 @@ def inspect(path: Path) -> dict:
         "metadata": {"short_description": d.metadata.shortDescription, "version": d.metadata.versionString,
                      **dict(d.metadata.userDefined)},
     }
+
+
+@EXPORTERS.register("coreml")
+class CoreMLPackage(Exporter):
+    """student.fp16.mlpackage and an int8 one: W8A8 from the QAT graph (int8 activations on the Neural Engine),
+    else int8 weights with fp16 compute ("w8"). The variant the target's precision asks for is marked
+    `for_target`. Where Core ML runs (macOS) each is run on the held-out set and joins the parity ladder."""
+
+    name = "coreml"
+    format, kinds, suffix, runtime = "coreml", ("coreml",), ".mlpackage", "coreml"
+    tasks, needs = CLASSIFICATION, (FP32_MODULE, INT8_MODULE)
+    ships_to = checked_on = ("coreml",)
+
+    def export(self, job):
+        from edgedistill import __version__, parity
+        from edgedistill.runtimes import RUNTIMES
+        from edgedistill.targets import CoreMLSettings
+
+        cfg, target, spec = job.cfg, job.target, job.spec
+        settings = target.coreml or CoreMLSettings()
+        wants_int8 = target.precision in INT8_PRECISIONS
+        runtime = RUNTIMES.get(self.runtime)
+        for variant in cfg.coreml_variants:
+            precision = "fp16" if variant == "fp16" else "w8a8" if job.quantized is not None else "w8"
+            path = job.stage_dir / f"student.{precision}.mlpackage"
+            to_coreml(job.quantized if precision == "w8a8" else job.modules["student"], spec, path,
+                      deployment_target=settings.minimum_deployment_target, compute_units=settings.compute_units,
+                      precision=precision, version=__version__,
+                      description=f"{job.ctx.recipe.name}: {spec.task} student distilled for {target.name}")
+            info = inspect(path)
+            if info["labels"] != list(spec.labels):
+                parity.refuse(path, job.out, lambda name: f"export {name}: the package's class labels do not match the data's")
+            artifact = Artifact("student", "coreml", precision, path, self.name, self.runtime,
+                                for_target=(variant == "int8") == wants_int8, fields={"coreml": info})
+            if runtime.available():
+                probs = runtime.outputs(artifact, job.x.numpy(), spec)
+                rung = parity.compare(_softmax(job.torch_logits("student")), probs,
+                                      ("student fp32 (torch)", f"student {precision} (coreml)"))
+                parity.check(rung, path, None, cfg.int8_min_agreement, "int8", out=job.out)
+                artifact.parity.append(rung)
+                artifact.fields["parity_max_abs"] = rung["max_abs"]
+            else:
+                artifact.fields["parity_note"] = runtime.unavailable
+            yield artifact
+
+    def usage(self, spec) -> dict:
+        text = spec.task == "text-classification"
+        return {"coreml_outputs": list(OUTPUTS), "coreml_input": TEXT_INPUT_NAME if text else INPUT_NAME}
+
+    def source_among(self, role, precision, earlier):
+        return onnx_twin(role, precision, earlier)
+
+    def estimate_file(self, artifact, target):
+        """Its ONNX twin's graph, for a Core ML target only."""
+        return super().estimate_file(artifact, target) if target.runtime in self.ships_to else None
+
+    def estimate_precision(self, artifact, target) -> str:
+        return "int8" if artifact.int8 else "fp16"
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from edgedistill.errors import RefusedError
+from edgedistill.exporters import EXPORTERS, FP32_MODULE, Artifact, Exporter
 from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.io import atomic_path
 
@@ -51,3 +52,36 @@ def export_directory(model, tokenizer, path: Path, task: str, opset: int, int8: 
             check(out)
         if int8:
             quantize.dynamic_onnx(out / FP32_FILE, out / INT8_FILE, weight_range)
+
+
+
+@EXPORTERS.register("hf-onnx")
+class HfOnnx(Exporter):
+    """The student as an optimum-loadable directory (fp32 and int8 files, config, tokenizer), both files checked
+    against the torch student; a refusal renames the whole directory."""
+
+    name = "hf-onnx"
+    format, kinds, suffix, runtime = "hf-onnx", ("hf-onnx",), ".hf-onnx", "onnxruntime"
+    tasks, needs = ("text-classification",), (FP32_MODULE,)
+
+    def export(self, job):
+        from edgedistill import parity
+
+        cfg = job.cfg
+        path = job.stage_dir / "student.hf-onnx"
+        export(job.modules["student"], job.ctx.recipe.teacher.path, path, cfg.opset, job.target.int8_weight_range)
+        reference = job.torch_logits("student")
+        fp32 = parity.compare(reference, job.file_logits(path / FP32_FILE),
+                              ("student fp32 (torch)", "student fp32 (hf-onnx)"))
+        parity.check(fp32, path, cfg.fp32_max_abs, None, "fp32", out=job.out)
+        int8 = parity.int8_rung(job.ctx, reference, path / INT8_FILE, ("student fp32 (torch)", "student int8 (hf-onnx)"),
+                                (cfg.int8_min_agreement, None), job.file_logits, path)
+        yield Artifact("student", "hf-onnx", "fp32+int8", path, self.name, self.runtime, loads=FP32_FILE,
+                       parity=[fp32, int8], fields={
+                           "files": {"fp32": FP32_FILE, "int8": INT8_FILE},
+                           "loader": "optimum.onnxruntime.ORTModelForSequenceClassification.from_pretrained(path)"})
+
+    def restore(self, record, out, earlier):
+        artifact = super().restore(record, out, earlier)
+        artifact.loads = record["files"]["fp32"]
+        return artifact

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgedistill.exporters import CLASSIFICATION, EXPORTERS, ONNX_FILE, Artifact, Exporter, onnx_twin
 from edgedistill.io import atomic_path
 
 
@@ -44,3 +45,37 @@ def to_ort(onnx_path: Path, out_dir: Path, arch: str) -> tuple[Path, Path]:
             shutil.copy(ort_file, staged / ort_file.name)
             shutil.copy(config, staged / "required_operators.config")
     return out_dir / ort_file.name, out_dir / "required_operators.config"
+
+
+
+@EXPORTERS.register("ort")
+class OrtMobile(Exporter):
+    """The student's .ort, from its int8 .onnx when the target ships int8, else from its fp32 one."""
+
+    name = "ort"
+    format, kinds, suffix, runtime, device_runtime = "ort", ("ort",), ".ort", "onnxruntime", "adb"
+    tasks, needs = CLASSIFICATION, (ONNX_FILE,)
+    ships_to, checked_on = ("ort-mobile",), ("onnxruntime", "ort-mobile")
+
+    def source_among(self, role, precision, earlier):
+        return onnx_twin(role, precision, earlier)
+
+    def export(self, job):
+        from edgedistill import parity
+        from edgedistill.runtimes.onnxruntime import HOST_KERNELS
+
+        cfg, int8 = job.cfg, job.ships_int8
+        precision = "int8" if int8 else "fp32"
+        source = onnx_twin("student", precision, job.artifacts)
+        path, config = to_ort(source.path, job.stage_dir / "ort", job.target.arch)
+        # the conversion is checked on this CPU's kernels on both sides (an .ort holds fused kernels only)
+        rung = parity.compare(job.file_logits(source.path), job.file_logits(path),
+                              (f"student {precision} (onnx)", "student (ort)"))
+        if int8:
+            rung["arithmetic"] = HOST_KERNELS
+            parity.check(rung, path, None, cfg.int8_min_agreement, "int8", cfg.int8_max_rel, job.out)
+        else:
+            parity.check(rung, path, cfg.fp32_max_abs, None, "fp32", out=job.out)
+        yield Artifact("student", "ort", precision, path, self.name, self.runtime, source=source, parity=[rung],
+                       fields={"parity_max_abs": rung["max_abs"], "required_operators": job.rel(config),
+                               "target_platform": job.target.arch})

@@ -1,13 +1,20 @@
-"""Runtimes that run exported models: ONNX Runtime here, Core ML on macOS, ONNX Runtime on an Android phone."""
+"""Runtimes that run exported models: ONNX Runtime here (plain files, and causal LMs with their KV cache),
+Core ML on macOS, ONNX Runtime on an Android phone (adb).
+
+Each is a plug-in registered in RUNTIMES: it loads an exported Artifact, runs it on the held-out set in the
+target's arithmetic (accuracy) and times it. An exporter names the runtime that loads its artifacts."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Callable
+
+from edgedistill.registry import Registry
 
 
 def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> dict:
-    """Latency percentiles in ms of `call`, warm-up runs excluded."""
+    """Latency percentiles in ms of `call`, warm-up excluded."""
     import numpy as np
 
     for _ in range(warmup):
@@ -19,3 +26,70 @@ def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> dict:
         times.append((time.perf_counter() - t0) * 1e3)
     p50, p90, p99 = np.percentile(times, [50, 90, 99])
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(np.mean(times)), "repeats": repeats}
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] as plain ints (JSON)."""
+    import numpy as np
+
+    counts = np.bincount(y_true.astype(np.int64) * num_classes + y_pred.astype(np.int64),
+                         minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).tolist()
+
+
+@dataclass
+class BenchJob:
+    """What the bench stage hands every runtime: the run's context and pipeline state, the bench settings,
+    threads and the latency label, and a cache a runtime may keep sessions in for its whole-run figures."""
+
+    ctx: object
+    state: object
+    threads: int
+    kind: str  # latency label: "measured" or "measured-host"
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def cfg(self):
+        return self.ctx.recipe.stages.bench
+
+    @property
+    def target(self):
+        return self.ctx.target
+
+
+class Runtime:
+    """Loads, runs and times one kind of exported artifact."""
+
+    name = ""
+    targets: tuple[str, ...] = ()  # the TargetProfile.runtime values this runtime is
+    float_precision = "fp32"  # what it computes floating-point layers in on its targets
+    unavailable = ""  # why it cannot run on this machine, when available() is False
+
+    def available(self) -> bool:
+        return True
+
+    def bench(self, artifact, job: BenchJob) -> dict:
+        """The artifact's bench record fields: accuracy, latency_ms and what goes with them."""
+        raise NotImplementedError
+
+    def bench_run(self, job: BenchJob) -> dict:
+        """Figures over the run's artifacts as a whole, added to the bench record (after every bench())."""
+        return {}
+
+    def outputs(self, artifact, x, spec, threads: int = 1):
+        """Held-out outputs (logits or probabilities, (N, classes)) of `artifact` on `x` (numpy, as `spec` says)."""
+        raise NotImplementedError
+
+    def time_file(self, path, target, warmup: int, repeats: int, **options) -> dict:
+        """Batch-1 latency of a file outside a run (the `edgedistill bench` command)."""
+        raise NotImplementedError(f"{self.name} times artifacts within a run only")
+
+
+RUNTIMES: Registry[Runtime] = Registry("runtime", builtins=(
+    "edgedistill.runtimes.onnxruntime", "edgedistill.runtimes.onnxruntime_kv", "edgedistill.runtimes.coreml",
+    "edgedistill.runtimes.adb"))
+
+
+def for_target(target) -> Runtime | None:
+    """The runtime a target profile runs (its `runtime` field), when one is registered here."""
+    return next((r for r in RUNTIMES if target.runtime in r.targets), None)

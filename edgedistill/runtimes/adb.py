@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from edgedistill.errors import UserError
+from edgedistill.runtimes import RUNTIMES, Runtime
 
 REMOTE_DIR = "/data/local/tmp/edgedistill"
 
@@ -77,3 +78,19 @@ def measure(model: Path, perf_test: Path | None, threads: int, repeats: int = 20
     name = _run("shell", "getprop ro.product.model", serial=serial).strip()
     return {**parse_perf_test(out), "kind": "on-device", "threads": threads, "batch": 1, "repeats": repeats,
             "device": name or serial, "runtime": f"onnxruntime_perf_test ({provider} EP)"}
+
+
+@RUNTIMES.register("adb")
+class Adb(Runtime):
+    """ONNX Runtime's benchmark tool on the attached Android phone: latency only (stages.bench.on_device)."""
+
+    name = "adb"
+
+    def bench(self, artifact, job):
+        measured = measure(artifact.file, None, job.target.threads, job.cfg.repeats)
+        job.ctx.log(f"    {artifact.role:<7} {artifact.kind} on {measured['device']}: p50 {measured['p50']:.3f} ms "
+                    "(on-device)")
+        return {"on_device_ms": measured}
+
+    def time_file(self, path, target, warmup, repeats, perf_test=None, serial=None, **options):
+        return {**measure(path, perf_test, target.threads, repeats, serial), "target": target.name}

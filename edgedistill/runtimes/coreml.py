@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.runtimes import RUNTIMES, Runtime, confusion_matrix
+
 UNAVAILABLE = "Core ML runs only on Apple platforms; on this machine the package's spec is checked, not run"
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 
@@ -57,3 +59,27 @@ def latency_ms(path: Path, feed: dict, compute_units: str, warmup: int, repeats:
     model = _load(path, compute_units)
     return {**time_calls(lambda: model.predict(feed), warmup, repeats), "compute_units": compute_units,
             "runtime": "coreml"}
+
+
+@RUNTIMES.register("coreml")
+class CoreML(Runtime):
+    """Core ML predict on this Mac: accuracy, and latency per compute unit (the Mac's, so labelled like any
+    host measurement)."""
+
+    name, targets, float_precision, unavailable = "coreml", ("coreml",), "fp16", UNAVAILABLE
+
+    def available(self) -> bool:
+        return available()
+
+    def outputs(self, artifact, x, spec, threads=1):
+        return probabilities(artifact.file, x, spec, artifact.fields["coreml"]["input"]["name"])
+
+    def bench(self, artifact, job):
+        cfg, spec = job.cfg, job.ctx.data.spec
+        x, y = job.ctx.data.x_test.cpu().numpy(), job.ctx.data.y_test.cpu().numpy()
+        pred = self.outputs(artifact, x, spec).argmax(-1)
+        feed = features(x[:1], spec, artifact.fields["coreml"]["input"]["name"])[0]
+        per_unit = {cu: latency_ms(artifact.file, feed, cu, cfg.warmup, cfg.repeats) for cu in COMPUTE_UNITS}
+        return {"accuracy": float((pred == y).mean()), "confusion": confusion_matrix(y, pred, spec.num_classes),
+                "latency_ms": {**per_unit["ALL"], "kind": job.kind, "threads": None, "batch": 1},
+                "latency_by_compute_unit": {cu: lat["p50"] for cu, lat in per_unit.items()}}

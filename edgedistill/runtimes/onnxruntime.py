@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.io import dir_size
+from edgedistill.runtimes import RUNTIMES, Runtime, confusion_matrix
+
+HOST_KERNELS, REFERENCE = "host-kernels", "reference"
+
 
 def session(path: Path, threads: int = 1, optimized_path: Path | None = None, reference: bool = False):
     """An ONNX Runtime CPU session. `reference`: run the file's int8 arithmetic as its operators define it,
@@ -129,3 +134,87 @@ INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger
 
 def host_threads(wanted: int) -> int:
     return max(1, min(wanted, os.cpu_count() or 1))
+
+
+def int8_execution(target) -> str:
+    """How an int8 file runs to compute what `target` computes: with this CPU's own kernels (HOST_KERNELS) when
+    they add up int8 products as the target's do, else by reference execution (REFERENCE), the file's own
+    arithmetic (edgedistill.int8_arithmetic). Export parity, bench accuracy and the precision search ask here."""
+    from edgedistill import int8_arithmetic
+
+    return HOST_KERNELS if int8_arithmetic.host_matches(target) else REFERENCE
+
+
+def for_target(path, target, warmup: int = 20, repeats: int = 200) -> dict:
+    """Latency of an exported model for `target`: measured with ONNX Runtime when this machine can stand in
+    for the target, otherwise estimated from the graph (edgedistill.estimate), and labelled accordingly."""
+    from edgedistill.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file; pass an .onnx or .ort file")
+    if target.runs_on_host():
+        try:
+            sess = session(path, host_threads(target.threads))
+        except Exception as e:  # onnxruntime's own errors: a file it cannot load
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:120]})") from None
+        first = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in first.shape]
+        example = (np.ones(shape, dtype=np.int64) if first.type.startswith("tensor(int") else  # token ids
+                   np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+        lat = latency_ms(sess, example, warmup, repeats)
+        return {**lat, "kind": "measured", "threads": host_threads(target.threads), "batch": 1,
+                "runtime": "onnxruntime-cpu", "target": target.name}
+    if path.suffix != ".onnx":
+        raise UserError(f"{path}: {target.name} cannot be timed on this machine and estimates read the graph "
+                        "of an .onnx file; pass the .onnx the artifact was made from")
+    from edgedistill.deployability import validate_onnx
+    from edgedistill.estimate import estimate
+
+    try:
+        validate_onnx(path)  # an estimate reads the graph as given: refuse one no runtime would load
+        return {**estimate(path, target), "batch": 1, "target": target.name}
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+
+
+@RUNTIMES.register("onnxruntime")
+class OnnxRuntime(Runtime):
+    """ONNX Runtime's CPU kernels on this machine: .onnx and .ort files, threads pinned."""
+
+    name, label = "onnxruntime", "onnxruntime-cpu"
+    targets = ("onnxruntime", "ort-mobile")
+
+    def outputs(self, artifact, x, spec, threads=1, reference=False):
+        return logits(session(artifact.file, threads, reference=reference), x, pad_id=spec.pad_id or 0)
+
+    def target_outputs(self, artifact, x, spec, target, threads, sess=None) -> tuple[np.ndarray, dict]:
+        """Held-out logits as the target computes them, and how: {"arithmetic", "accuracy_of"} for an int8 file.
+        Reference execution reads an .onnx: an .ort (fused kernels only) runs through the file it came from."""
+        if not artifact.int8 or int8_execution(target) == HOST_KERNELS:
+            out = logits(sess or session(artifact.file, threads), x, pad_id=spec.pad_id or 0)
+            return out, ({"arithmetic": HOST_KERNELS} if artifact.int8 else {})
+        source = artifact.source or artifact
+        how = {"arithmetic": REFERENCE, **({"accuracy_of": source.file} if source is not artifact else {})}
+        return self.outputs(source, x, spec, threads, reference=True), how
+
+    def bench(self, artifact, job):
+        cfg, spec = job.cfg, job.ctx.data.spec
+        x, y = job.ctx.data.x_test.cpu().numpy(), job.ctx.data.y_test.cpu().numpy()
+        sess = session(artifact.file, job.threads)
+        out, entry = self.target_outputs(artifact, x, spec, job.target, job.threads, sess)
+        if "accuracy_of" in entry:
+            entry["accuracy_of"] = str(entry["accuracy_of"].relative_to(job.ctx.out))
+        pred = out.argmax(-1)
+        entry["accuracy"] = float((pred == y).mean())
+        entry["confusion"] = confusion_matrix(y, pred, max(int(spec.num_classes), out.shape[-1]))
+        lat = latency_ms(sess, x[:1], cfg.warmup, cfg.repeats, pad_id=spec.pad_id or 0)
+        entry["latency_ms"] = {**lat, "kind": job.kind, "threads": job.threads, "batch": 1, "runtime": self.label}
+        job.ctx.log(f"    {artifact.role:<7} {artifact.kind:<9} acc {entry['accuracy']:.4f}  p50 {lat['p50']:.3f} ms "
+                    f"({job.kind}, {job.threads} thr)  {dir_size(artifact.path):,} B")
+        return entry
+
+    def time_file(self, path, target, warmup, repeats, **options):
+        return for_target(path, target, warmup, repeats)

@@ -11,7 +11,7 @@ from edgedistill.registry import Registry
 
 STAGES: Registry["Stage"] = Registry("stage", builtins=tuple(
     f"edgedistill.stages.{name}"
-    for name in ("teacher", "student", "distill", "prune", "precision", "qat", "module_stage", "report")))
+    for name in ("teacher", "student", "distill", "prune", "precision", "qat", "export", "bench", "report")))
 
 
 class Stage:
