@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgedistill.errors import UserError
 from edgedistill.schema import Strict, parse_yaml, read_yaml, validate
@@ -344,8 +344,9 @@ class PrecisionStage(StageBase):
 
 
 class ExportStage(StageBase):
-    formats: list[Literal["onnx", "hf-onnx", "ort", "coreml"]] = Field(
-        ["onnx", "hf-onnx", "ort", "coreml"], description="hf-onnx: an optimum directory (ONNX + config + tokenizer), "
+    formats: list[str] = Field(
+        ["onnx", "hf-onnx", "ort", "coreml"], description="registered export formats (edgedistill.exporters); "
+                                                        "hf-onnx: an optimum directory (ONNX + config + tokenizer), "
                                                         "written for Hugging Face students only")
     ptq: Literal["ort", "nncf"] = Field("ort", description="int8 method when the qat stage is off: ONNX Runtime "
                                                          "static quantization or NNCF's ONNX post-training quantization")
@@ -357,6 +358,24 @@ class ExportStage(StageBase):
     int8_min_agreement: float = Field(0.97, ge=0, le=1, description="ONNX int8 vs fake-quant torch: top-1")
     int8_max_rel: float = Field(0.05, gt=0, description="ONNX int8 vs the torch int8 model: max abs logit "
                                                        "difference over the largest reference logit magnitude")
+
+    @field_validator("formats")
+    @classmethod
+    def _registered(cls, formats: list[str]) -> list[str]:
+        try:
+            from edgedistill.exporters import EXPORTERS
+
+            known = list(dict.fromkeys(e.format for e in EXPORTERS))
+        except ImportError:  # a training-only install: the export stage says what is missing
+            return formats
+        unknown = [f for f in formats if f not in known]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"unknown format '{unknown[0]}'; {hint}known: {', '.join(known)}")
+        return formats
 
 
 class BenchStage(StageBase):

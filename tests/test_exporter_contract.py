@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from edgedistill import exporters
-from edgedistill.exporters import EXPORTERS, ExportJob
+from edgedistill.exporters import EXPORTERS
+from edgedistill.exporters.job import ExportJob
 from edgedistill.models import ModelHandle, ModelSpec
 from edgedistill.recipe import load_recipe
 from edgedistill.runtimes import RUNTIMES, BenchJob

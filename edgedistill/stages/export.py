@@ -9,6 +9,7 @@ import shutil
 
 from edgedistill import exporters, io
 from edgedistill.errors import RefusedError
+from edgedistill.exporters.job import ExportJob
 from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.stages.base import STAGES, Stage
 
@@ -24,7 +25,7 @@ def _export(ctx, state, stage_dir):
     cfg, target, task = ctx.recipe.stages.export, ctx.target, ctx.data.spec.task
     for stale in stage_dir.glob("**/*.refused*"):  # an earlier attempt's refusals
         _remove(stale)
-    job = exporters.ExportJob(ctx, state, stage_dir)
+    job = ExportJob(ctx, state, stage_dir)
     required = exporters.required_format(task, target)
     chosen = exporters.selected(task, cfg.formats)
     failed = []
