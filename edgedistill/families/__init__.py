@@ -105,6 +105,34 @@ class ModelFamily:
                            channels=list(description["channels"]))
 
 
+class HuggingFaceFamily(ModelFamily):
+    """Models from a local Hugging Face directory: widths from their config (saved in model.json), students built
+    from the teacher's layers, int8 as dynamic integer MatMuls."""
+
+    int8 = "dynamic"
+    convolutional = False
+    layered = True
+    student_needs_teacher = True
+    loads_from_path = True
+
+    def check(self, arch: str, cfg) -> None:
+        if cfg.channels is not None:
+            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
+
+    @staticmethod
+    def config_of(description: dict):
+        """The transformers config saved by rebuild_args (JSON keys are strings: pruned_heads' layer numbers
+        become ints again, as transformers replays them)."""
+        from transformers import AutoConfig
+
+        from edgedistill.models.hf import _quiet
+
+        _quiet()
+        config = dict(description["config"])
+        config["pruned_heads"] = {int(k): v for k, v in (config.get("pruned_heads") or {}).items()}
+        return AutoConfig.for_model(config.pop("model_type"), **config)
+
+
 def family_of(arch: str) -> ModelFamily:
     """The family an `arch` belongs to: `family:name` (e.g. timm:resnet18), a family's own name, or one of the
     names a family answers to (the built-in zoo's cnn, resnet20, ...)."""

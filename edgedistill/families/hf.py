@@ -9,23 +9,14 @@ import json
 from torch import nn
 
 from edgedistill.errors import UserError
-from edgedistill.families import FAMILIES, ModelFamily
+from edgedistill.families import FAMILIES, HuggingFaceFamily
 
 
 @FAMILIES.register("hf")
-class HuggingFaceClassifier(ModelFamily):
+class HuggingFaceClassifier(HuggingFaceFamily):
     name = "hf"
     task = "text-classification"
-    int8 = "dynamic"
-    convolutional = False
-    layered = True
-    student_needs_teacher = True
-    loads_from_path = True
     finetunes = True
-
-    def check(self, arch: str, cfg) -> None:
-        if cfg.channels is not None:
-            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
 
     def build(self, cfg, spec, teacher=None) -> nn.Module:
         from edgedistill.models import hf
@@ -65,14 +56,9 @@ class HuggingFaceClassifier(ModelFamily):
                 "pad_id": handle.module.pad_id}
 
     def rebuild(self, description: dict, spec) -> nn.Module:
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         from edgedistill.models import hf
 
-        hf._quiet()
-        config = dict(description["config"])
-        # JSON keys are strings; transformers replays pruned_heads by layer number
-        config["pruned_heads"] = {int(k): v for k, v in (config.get("pruned_heads") or {}).items()}
-        config = AutoConfig.for_model(config.pop("model_type"), **config)
-        return hf.TextClassifier(AutoModelForSequenceClassification.from_config(config, attn_implementation="eager"),
-                                 description["pad_id"])
+        model = AutoModelForSequenceClassification.from_config(self.config_of(description), attn_implementation="eager")
+        return hf.TextClassifier(model, description["pad_id"])

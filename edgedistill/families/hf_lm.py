@@ -9,22 +9,13 @@ import json
 import torch
 from torch import nn
 
-from edgedistill.families import FAMILIES, ModelFamily
+from edgedistill.families import FAMILIES, HuggingFaceFamily
 
 
 @FAMILIES.register("hf-lm")
-class HuggingFaceCausalLM(ModelFamily):
+class HuggingFaceCausalLM(HuggingFaceFamily):
     name = "hf-lm"
     task = "text-generation"
-    int8 = "dynamic"
-    convolutional = False
-    layered = True
-    student_needs_teacher = True
-    loads_from_path = True
-
-    def check(self, arch: str, cfg) -> None:
-        if cfg.channels is not None:
-            raise ValueError(f"arch '{arch}' takes its widths from the model's config; remove channels")
 
     def build(self, cfg, spec, teacher=None) -> nn.Module:
         from edgedistill.generative import lm
@@ -54,13 +45,8 @@ class HuggingFaceCausalLM(ModelFamily):
                 "generation_config": m.generation_config.to_dict()}
 
     def rebuild(self, description: dict, spec) -> nn.Module:
-        from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+        from transformers import AutoModelForCausalLM, GenerationConfig
 
-        from edgedistill.models.hf import _quiet
-
-        _quiet()
-        config = dict(description["config"])
-        config = AutoConfig.for_model(config.pop("model_type"), **config)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(self.config_of(description), attn_implementation="eager")
         model.generation_config = GenerationConfig.from_dict(description["generation_config"])
         return model.eval()
