@@ -16,6 +16,7 @@ from edgedistill import exporters
 from edgedistill.exporters import EXPORTERS
 from edgedistill.exporters.job import ExportJob
 from edgedistill.models import ModelHandle, ModelSpec
+from edgedistill.pipeline import State
 from edgedistill.recipe import load_recipe
 from edgedistill.runtimes import RUNTIMES, BenchJob
 from edgedistill.targets import load_target
@@ -107,7 +108,7 @@ def exported(tmp_path_factory):
             (out / "07-export").mkdir(parents=True)
             ctx = SimpleNamespace(recipe=recipe, target=load_target(TARGET), data=data, out=out, log=lambda m: None,
                                   cache={})
-            state = SimpleNamespace(teacher=teacher, student=student, quantized=None, plan=None, records={})
+            state = State(teacher=teacher, student=student)
             job = ExportJob(ctx, state, out / "07-export")
             written = {}
             for exporter in exporters.serving(task):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from edgedistill import io, parity, quantize
 from edgedistill.exporters import CLASSIFICATION, EXPORTERS, INT8_MODULE, ONNX_FILE, Artifact, Exporter
 from edgedistill.exporters import onnx as onnx_lib
+from edgedistill.families import family_of
 from edgedistill.runtimes import onnxruntime as ortr
 from edgedistill.tasks.fitting import training_data
 
@@ -51,7 +52,7 @@ class OnnxInt8(Exporter):
     @staticmethod
     def _ptq(job, fp32_file, path, weight_range) -> str:
         """Post-training int8 of the fp32 file; returns the method's name."""
-        if job.spec.task == "text-classification":  # dynamic: integer MatMuls, activations quantized at run time
+        if family_of(job.state.student.arch).int8 == "dynamic":  # integer MatMuls, activations quantized at run time
             quantize.dynamic_onnx(fp32_file, path, weight_range)
             return "dynamic-ort"
         import onnx
