@@ -39,13 +39,17 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
-        for module in self._builtins:
-            importlib.import_module(module)
-        from importlib.metadata import entry_points
+        self._loaded = True  # before the imports: a plug-in module may look itself up while it loads
+        try:
+            for module in self._builtins:
+                importlib.import_module(module)
+            from importlib.metadata import entry_points
 
-        for ep in entry_points(group=f"edgedistill.{self.kind.replace(' ', '_')}s"):
-            ep.load()
+            for ep in entry_points(group=f"edgedistill.{self.kind.replace(' ', '_')}s"):
+                ep.load()
+        except BaseException:
+            self._loaded = False  # a failed import is raised again by the next lookup, not hidden as "unknown"
+            raise
 
     def get(self, name: str) -> T:
         """The entry, or ValueError naming the known ones (a recipe field shows it as its own error)."""

@@ -92,3 +92,12 @@ def test_registries_know_their_builtins():
         registry.register("a")(object())
     with pytest.raises(ValueError, match=r"unknown widget 'b'; known: a"):
         registry.get("b")
+
+
+def test_a_plug_in_that_fails_to_import_fails_every_lookup_not_just_the_first(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('missing dependency: somelib')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("widget", builtins=("broken_plugin",))
+    for _ in range(2):
+        with pytest.raises(ImportError, match="somelib"):
+            registry.get("a")
