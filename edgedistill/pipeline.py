@@ -111,7 +111,7 @@ def pick_device(choice: str) -> torch.device:
 def _fingerprint(previous: str, recipe: Recipe, target: TargetProfile, name: str, uses_target: bool) -> str:
     import hashlib
 
-    from edgedistill import __version__
+    from edgedistill.version import __version__
 
     parts = [previous or __version__, recipe.stage_fingerprint(name)]  # a new release redoes the stages
     if uses_target:

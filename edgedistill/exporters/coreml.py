@@ -170,7 +170,8 @@ class CoreMLPackage(Exporter):
     ships_to = checked_on = ("coreml",)
 
     def export(self, job):
-        from edgedistill import __version__, parity
+        from edgedistill import parity
+        from edgedistill.version import __version__
         from edgedistill.runtimes import RUNTIMES
         from edgedistill.targets import CoreMLSettings
 

@@ -19,7 +19,8 @@ from edgedistill.models.handle import ModelHandle, ModelSpec
 from edgedistill.registry import Registry
 
 FAMILIES: Registry["ModelFamily"] = Registry(
-    "family", builtins=("edgedistill.families.zoo", "edgedistill.families.hf", "edgedistill.families.hf_lm"))
+    "family", builtins=("edgedistill.families.zoo", "edgedistill.families.hf", "edgedistill.families.hf_lm",
+                        "edgedistill.families.module"))
 WEIGHTS, DESCRIPTION = "model.pt", "model.json"
 
 
@@ -60,6 +61,10 @@ class ModelFamily:
 
     def trained_from(self, cfg) -> str:
         return "trained"
+
+    def given_as(self, cfg) -> str:
+        """Where a teacher used as it is came from (the teacher record's "source")."""
+        return str(cfg.checkpoint or cfg.path)
 
     def describe(self, module: nn.Module) -> dict:
         """Record fields that describe the model's shape beyond params and MACs (a transformer's heads)."""

@@ -23,7 +23,7 @@ class Teacher(Stage):
             record["source"] = family.trained_from(cfg)
             record["history"] = train(ctx, state, "teacher", handle.module, ctx.task.supervised(), stage_dir)
         else:
-            record["source"] = str(cfg.checkpoint or cfg.path)
+            record["source"] = family.given_as(cfg)
         family.save(handle, stage_dir)
         record.update(ctx.task.evaluate(handle, ctx))
         record.update(family.describe(handle.module))
