@@ -89,6 +89,11 @@ class State:
         return self.outputs.get("precision")
 
     @property
+    def all_fp32(self) -> bool:
+        """The precision plan found no int8 block worth its overhead on the target."""
+        return self.plan is not None and self.plan.all_fp32
+
+    @property
     def quantized(self) -> torch.nn.Module | None:
         """The int8 (PT2E-converted) student from QAT, reference for its export."""
         return self.outputs.get("qat")

@@ -69,5 +69,11 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def __iter__(self) -> Iterator[T]:
+        """Built-ins in the order their modules are listed (whatever imported one first), then the others in
+        the order they registered."""
         self._load()
-        return iter(list(self._entries.values()))
+        return iter(sorted(self._entries.values(), key=self._rank))
+
+    def _rank(self, entry: T) -> int:
+        module = type(entry).__module__
+        return self._builtins.index(module) if module in self._builtins else len(self._builtins)

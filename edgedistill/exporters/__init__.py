@@ -101,20 +101,14 @@ class Exporter:
         return runs.float_precision if runs is not None else "fp32"
 
 
-# In the order they run (a converter's source is written before it), whatever order they were imported in;
-# plug-ins from entry points run after them.
-BUILTINS = ("edgedistill.exporters.onnx_fp32", "edgedistill.exporters.hf_onnx", "edgedistill.exporters.onnx_int8",
-            "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv")
-EXPORTERS: Registry[Exporter] = Registry("exporter", builtins=BUILTINS)
-
-
-def _run_order(exporter: Exporter) -> int:
-    module = type(exporter).__module__
-    return BUILTINS.index(module) if module in BUILTINS else len(BUILTINS)
+# In the order they run (a converter's source is written before it); plug-ins from entry points run after them.
+EXPORTERS: Registry[Exporter] = Registry("exporter", builtins=(
+    "edgedistill.exporters.onnx_fp32", "edgedistill.exporters.hf_onnx", "edgedistill.exporters.onnx_int8",
+    "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv"))
 
 
 def serving(task: str) -> list[Exporter]:
-    return sorted((e for e in EXPORTERS if task in e.tasks), key=_run_order)
+    return [e for e in EXPORTERS if task in e.tasks]
 
 
 def selected(task: str, formats: list[str]) -> list[Exporter]:

@@ -41,8 +41,7 @@ class ExportJob:
     @property
     def ships_int8(self) -> bool:
         """The target's precision is int8 and the precision plan did not find that int8 does not pay there."""
-        plan = self.state.plan
-        return self.target.precision in INT8_PRECISIONS and not (plan is not None and plan.all_fp32)
+        return self.target.precision in INT8_PRECISIONS and not self.state.all_fp32
 
     def torch_logits(self, role: str):
         if role not in self._outputs:

@@ -59,7 +59,7 @@ class OnnxInt8(Exporter):
 
         calibration = training_data(job.ctx, job.state).x_train[:512].cpu().numpy()  # a data-free run: its transfer set
         plan = job.state.plan
-        if plan is not None and not plan.all_fp32:  # the precision plan's int8 blocks only
+        if plan is not None and not job.state.all_fp32:  # the precision plan's int8 blocks only
             nodes = plan.nodes(onnx.load(str(fp32_file)))
             quantize.ptq_onnx(fp32_file, path, calibration, nodes_to_quantize=nodes, weight_range=weight_range)
             method = "ptq-ort-static"

@@ -71,6 +71,8 @@ class ModelFamily:
         return {}
 
     def macs_params(self, module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
+        """MACs of one example (a transformer's at the data's sequence length, a causal LM's per generated
+        token) and parameters."""
         from edgedistill.models.handle import count_macs_params
 
         return count_macs_params(module, spec)

@@ -46,11 +46,6 @@ class HuggingFaceClassifier(HuggingFaceFamily):
 
         return {"transformer": hf.shape(module)}
 
-    def macs_params(self, module, spec) -> tuple[int, int]:
-        from edgedistill.models.hf import transformer_macs
-
-        return transformer_macs(module, spec.input_shape[0]), sum(p.numel() for p in module.parameters())
-
     def rebuild_args(self, handle) -> dict:
         return {"config": json.loads(handle.module.hf.config.to_json_string(use_diff=False)),
                 "pad_id": handle.module.pad_id}

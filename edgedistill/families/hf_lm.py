@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import torch
 from torch import nn
 
 from edgedistill.families import FAMILIES, HuggingFaceFamily
@@ -27,13 +26,6 @@ class HuggingFaceCausalLM(HuggingFaceFamily):
 
     def needs_training(self, cfg, spec) -> bool:
         return False  # used as it is
-
-    def macs_params(self, module, spec) -> tuple[int, int]:
-        """Per generated token: every weight matrix once (the attention over the cache aside)."""
-        params = sum(p.numel() for p in module.parameters())
-        matrices = (m.weight for m in module.modules()
-                    if isinstance(getattr(m, "weight", None), torch.Tensor) and not isinstance(m, nn.Embedding))
-        return sum(w.numel() for w in matrices if w.dim() == 2), params
 
     def reshape_to(self, module, state: dict):
         module.load_state_dict(state, strict=True)

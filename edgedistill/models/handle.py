@@ -41,10 +41,6 @@ class ModelHandle:
     arch: str
     channels: list[int]
 
-    def size(self) -> dict:
-        macs, params = count_macs_params(self.module, self.spec)
-        return {"params": params, "macs": macs}
-
 
 def count_macs_params(module: nn.Module, spec: ModelSpec) -> tuple[int, int]:
     """Multiply-accumulates for one example, and parameter count (torch-pruning's counter; for

@@ -19,10 +19,6 @@ def _prepared(ctx, state):
                                 weight_range=ctx.target.int8_weight_range)
 
 
-def _all_fp32(state) -> bool:
-    return state.plan is not None and state.plan.all_fp32
-
-
 @STAGES.register("qat")
 class QAT(Stage):
     name, position = "qat", 60
@@ -37,7 +33,7 @@ class QAT(Stage):
 
     def run(self, ctx, state, stage_dir):
         cfg = ctx.recipe.stages.qat
-        if _all_fp32(state):  # the precision plan found no int8 block worth its overhead
+        if state.all_fp32:  # the precision plan found no int8 block worth its overhead
             state.records["qat"] = {"name": "qat", "skipped": f"precision plan is {state.plan.verdict}"}
             ctx.log(f"    skipped: the precision plan is {state.plan.verdict}")
             return
@@ -64,7 +60,7 @@ class QAT(Stage):
         }
 
     def restore(self, ctx, state, stage_dir):
-        if _all_fp32(state):
+        if state.all_fp32:
             return
         prepared = _prepared(ctx, state)
         prepared.load_state_dict(io.load_torch(stage_dir / "model.pt"))
