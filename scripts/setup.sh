@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv if missing and installs edgedistill with its pinned stack (sourced by demo.sh and test.sh).
-# Reinstalls only when pyproject.toml changed since the last install.
+# Reinstalls only when pyproject.toml (or EDGEDISTILL_VISION) changed since the last install.
+# EDGEDISTILL_VISION=0: no timm/torchvision, torch's 1.5 GB CPU wheel instead of the 5 GB CUDA pair.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,12 +9,22 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.edgedistill-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+vision=${EDGEDISTILL_VISION:-1}
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) vision=$vision"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    # torch first and exact: pip takes the CPU wheel; a bare range would pull a multi-GB CUDA build.
-    .venv/bin/python -m pip install --quiet "torch==2.13.0"
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    if [ "$vision" = 1 ]; then
+        # torchvision 0.28.0 exists only as a CUDA 13 build, which fails to import beside torch's CPU wheel; torch's
+        # CUDA build of the same release runs on the CPU too. "===" rules out a local 2.13.0+cpu wheel, which "=="
+        # would accept.
+        .venv/bin/python -m pip install --quiet "torch===2.13.0" "torchvision==0.28.0"
+        extras="test,vision"
+    else
+        # torch first and exact: pip takes the CPU wheel; a bare range would pull a multi-GB CUDA build.
+        .venv/bin/python -m pip install --quiet "torch==2.13.0"
+        extras="test"
+    fi
+    .venv/bin/python -m pip install --quiet -e ".[$extras]"
     echo "$want" > "$stamp"
 fi
 export TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1 HF_HUB_OFFLINE=1 NNCF_EXTENSION_LOAD_TIMEOUT=300

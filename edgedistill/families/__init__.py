@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from edgedistill import io
+from edgedistill.data.preprocess import Preprocess
 from edgedistill.errors import UserError
 from edgedistill.models.handle import ModelHandle, ModelSpec
 from edgedistill.registry import Registry
@@ -43,6 +44,11 @@ class ModelFamily:
 
     def check(self, arch: str, cfg) -> None:
         """ValueError unless the recipe's teacher/student section can be built (shown against the field)."""
+
+    def preprocessing(self, cfg) -> Preprocess | None:
+        """How a teacher of this family wants its images (size, resize and crop, mean/std), or None: the data
+        decides (its own size; data.normalization or the training split's statistics)."""
+        return None
 
     # ------------------------------------------------------------ building
     def build(self, cfg, spec: ModelSpec, teacher: ModelHandle | None = None) -> nn.Module:
