@@ -39,6 +39,13 @@ def check(rung: dict, artifact, max_abs: float | None, min_agreement: float | No
         refuse(artifact, out, lambda name: f"parity: {name} {broken}{why}")
 
 
+def check_fp32(rung: dict, artifact, cfg, out=None) -> None:
+    """Refuse an fp32 file whose outputs differ from its source's by more than stages.export.fp32_max_abs,
+    unless that is within fp32_max_rel of the largest logit: float reassociation grows with the logits' size."""
+    if rung["max_rel"] > cfg.fp32_max_rel:
+        check(rung, artifact, cfg.fp32_max_abs, None, "fp32", out=out)
+
+
 def refuse(artifact, out, message) -> None:
     """Rename `artifact` *.refused.* and stop the run with `message(its name)`, told where the file was kept."""
     refused = io.set_aside(artifact)

@@ -4,6 +4,7 @@ BN -> next conv -> linear stay consistent), so the exported model really holds f
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -35,6 +36,8 @@ def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: 
         m.zero_grad(set_to_none=True)
         m.eval()
         torch.nn.functional.cross_entropy(m(x), y).backward()
+    # cls tokens and position embeddings are pruned along the residual width, as they must be
+    warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
     pruner = tp.pruner.MetaPruner(
         m, example_inputs=spec.example_input().to(device), importance=_importance(importance),
         pruning_ratio=ratio, ignored_layers=[modules[n] for n in ignore], round_to=round_to if round_to > 1 else None,
@@ -45,18 +48,18 @@ def _prune_copy(model: nn.Module, spec: ModelSpec, ratio: float, *, importance: 
     return m
 
 
-def prune_step(model: nn.Module, spec: ModelSpec, cfg, *, round_to: int, calibration,
+def prune_step(model: nn.Module, spec: ModelSpec, cfg, *, round_to: int, calibration, keep: list[str] = (),
                max_macs: float | None = None, max_params: float | None = None) -> nn.Module:
     """A copy of `model` pruned to the budgets by the prune stage's settings (`cfg`): whole channels, heads and
     neurons (`structure: channels`, widths rounded to `round_to`) or whole residual blocks / encoder layers
-    (`structure: blocks`)."""
+    (`structure: blocks`). `keep`: layers whose outputs the model's family says must keep their width."""
     if cfg.structure == "blocks":
         from edgedistill.depth_pruning import prune_blocks
 
         return prune_blocks(model, spec, max_macs=max_macs, max_params=max_params, ignore=cfg.ignore,
                             calibration=calibration)
     return prune_to_budget(model, spec, max_macs=max_macs, max_params=max_params, importance=cfg.importance,
-                           round_to=round_to, ignore=cfg.ignore, global_pruning=cfg.scope == "global",
+                           round_to=round_to, ignore=[*cfg.ignore, *keep], global_pruning=cfg.scope == "global",
                            calibration=calibration)[0]
 
 
@@ -181,6 +184,8 @@ def reshape_to(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Modu
             if b is not None and t is not None and b.shape != t.shape:
                 mod.register_buffer(name, torch.empty_like(t, device=b.device))
         if isinstance(mod, nn.modules.conv._ConvNd):
+            if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels:  # depthwise stays depthwise
+                mod.groups = mod.weight.shape[0]
             mod.out_channels, mod.in_channels = mod.weight.shape[0], mod.weight.shape[1] * mod.groups
         elif isinstance(mod, nn.Linear):
             mod.out_features, mod.in_features = mod.weight.shape

@@ -144,7 +144,7 @@ class StudentConfig(ModelConfig):
         if given and self.from_teacher:
             raise ValueError(f"from_teacher keeps the teacher's shape; remove {given[0]}")
         if self.checkpoint is not None and (self.from_teacher or _family(self.arch).loads_from_path):
-            raise ValueError("checkpoint applies to zoo students built from arch/channels; remove it")
+            raise ValueError("checkpoint applies to students built from an arch (not from_teacher or a model directory); remove it")
         if self.layers is not None and self.init_layers is not None and len(self.init_layers) != self.layers:
             raise ValueError(f"init_layers lists {len(self.init_layers)} layers but layers is {self.layers}")
         return self
@@ -166,7 +166,7 @@ class TeacherConfig(ModelConfig):
             raise ValueError(f"arch '{self.arch}' needs teacher.path, a local Hugging Face model directory")
         if not family.loads_from_path and self.path is not None:
             raise ValueError(f"path applies to arch {_archs_that(lambda f: f.loads_from_path)} only; "
-                             "zoo teachers load a checkpoint")
+                             "other teachers load teacher.checkpoint")
         if not family.finetunes and self.finetune is not None:
             raise ValueError(f"finetune applies to arch {_archs_that(lambda f: f.finetunes)} only (a causal LM "
                              "teacher is used as it is)")
@@ -355,6 +355,8 @@ class ExportStage(StageBase):
                                                    "else int8 weights with fp16 compute)")
     opset: int = Field(18, ge=13)
     fp32_max_abs: float = Field(1e-3, gt=0, description="ONNX fp32 vs torch: max abs logit difference")
+    fp32_max_rel: float = Field(1e-5, gt=0, description="ONNX fp32 vs torch: a larger difference is accepted "
+                                                       "within this share of the largest logit")
     int8_min_agreement: float = Field(0.97, ge=0, le=1, description="ONNX int8 vs fake-quant torch: top-1")
     int8_max_rel: float = Field(0.05, gt=0, description="ONNX int8 vs the torch int8 model: max abs logit "
                                                        "difference over the largest reference logit magnitude")

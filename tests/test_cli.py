@@ -86,7 +86,8 @@ def test_rerun_skips_finished_stages_and_report_regenerates(run_dir):
 def test_parity_failure_exits_3_naming_the_artifact(run_dir, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(run_dir, out)
-    result = cli("compress", "--target", "pixel-8", "--out", out, "--set", "stages.export.fp32_max_abs=1e-12")
+    result = cli("compress", "--target", "pixel-8", "--out", out, "--set", "stages.export.fp32_max_abs=1e-12",
+                 "--set", "stages.export.fp32_max_rel=1e-12")
     assert result.returncode == 3, result.stderr[-2000:]
     assert "parity: 07-export/teacher.fp32.onnx differs" in result.stderr and "Traceback" not in result.stderr
     assert not (out / "07-export" / "done.json").exists()
@@ -218,7 +219,8 @@ def test_torchrun_refusal_ends_every_rank_with_rank_0s_line(tmp_path):
     args = ["--nproc_per_node", "2", "--log-dir", logs, "--redirects", "3", "-m", "edgedistill", "compress",
             "--target", "x86-avx2", "--out", out, "--quiet", "--set", "stages.teacher.epochs=1",
             "--set", "stages.distill.epochs=1", "--set", "stages.prune.enabled=false", "--set", "stages.qat.enabled=false",
-            "--set", "stages.export.formats=[onnx]", "--set", "stages.export.fp32_max_abs=1e-12"]
+            "--set", "stages.export.formats=[onnx]", "--set", "stages.export.fp32_max_abs=1e-12",
+            "--set", "stages.export.fp32_max_rel=1e-12"]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", *map(str, args)], capture_output=True,
                             text=True, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode != 0

@@ -855,7 +855,7 @@ def test_text_csv_without_the_text_column(text_files, tmp_path):
 @pytest.mark.parametrize("how, sets, needles", [
     (PROC, ["student.arch=resnet8"], ["dataset 'text' needs teacher.arch and student.arch 'hf'"]),
     (INPROC, ["student.arch=cnn", "student.channels=[8]"], ["dataset 'text' needs teacher.arch and student.arch 'hf'"]),
-    (INPROC, ["teacher.arch=resnet8"], ["teacher:", "path applies to arch 'hf' and 'hf-lm' only"]),
+    (INPROC, ["teacher.arch=resnet8"], ["teacher:", "path applies to arch 'hf', 'hf-lm' and 'hf-vision' only"]),
     (INPROC, ["student.layers=9", "student.init_layers=[0]"], ["init_layers lists 1 layers but layers is 9"]),
 ])
 def test_text_recipe_with_a_zoo_arch_or_bad_hf_fields(monkeypatch, capsys, text_files, tmp_path, how, sets, needles):
@@ -1169,7 +1169,8 @@ def test_cli_fuzz_set_and_recipe_files_never_traceback(monkeypatch, capsys, tmp_
 @pytest.mark.slow
 def test_a_refused_file_is_renamed_and_the_report_opens_with_the_refusal(tmp_path):
     out = tmp_path / "run"
-    result = cli("compress", "--out", out, *FAST, "--set", "stages.export.fp32_max_abs=1e-12")
+    result = cli("compress", "--out", out, *FAST, "--set", "stages.export.fp32_max_abs=1e-12",
+                 "--set", "stages.export.fp32_max_rel=1e-12")
     one_line(result, 3, "parity: 07-export/teacher.fp32.onnx differs", "stages.export.fp32_max_abs 1e-12",
              "kept as 07-export/teacher.fp32.refused.onnx")
     assert {p.name for p in (out / "07-export").iterdir()} == {"fingerprint", "refused.json", "teacher.fp32.refused.onnx"}

@@ -517,7 +517,7 @@ def test_lm_run_resumes_with_the_teacher_sequences_kept(lm_run):
 
 @pytest.mark.parametrize("override, message", [
     (["student.arch=hf"], "dataset 'lm' needs teacher.arch and student.arch 'hf-lm'"),
-    (["teacher.finetune=true"], "finetune applies to arch 'hf' only"),
+    (["teacher.finetune=true"], "finetune applies to arch 'hf', 'timm', 'torchvision' and 'hf-vision' only"),
 ])
 def test_lm_recipe_errors_name_the_field(teacher_dir, tmp_path, override, message):
     from edgedistill.recipe import load_recipe

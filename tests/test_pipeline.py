@@ -89,7 +89,7 @@ def test_student_from_a_checkpoint_goes_straight_to_pruning(tmp_path):
     for a, b in zip(saved.values(), student.state_dict().values()):
         assert torch.equal(a, b)  # the student stage started from the checkpoint, not from a random init
     assert state.records["prune"]["macs"] < state.records["prune"]["macs_before"]
-    with pytest.raises(UserError, match="checkpoint applies to zoo students"):
+    with pytest.raises(UserError, match="checkpoint applies to students built from an arch"):
         load_recipe("digits", [f"student.checkpoint={tmp_path / 'student.pt'}", "student.from_teacher=true",
                                "student.channels=[32, 64, 128]"])
 

@@ -106,8 +106,8 @@ def test_text_data_errors_name_the_field(files, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["teacher.arch=hf", "teacher.channels=null", "teacher.path=."], "arch 'hf' needs data.dataset 'text'"),
-    (["student.layers=2"], "layers applies to arch 'hf' and 'hf-lm' only"),
-    (["teacher.finetune=true"], "finetune applies to arch 'hf' only"),
+    (["student.layers=2"], "layers applies to arch 'hf', 'hf-lm' and 'hf-vision' only"),
+    (["teacher.finetune=true"], "finetune applies to arch 'hf', 'timm', 'torchvision' and 'hf-vision' only"),
 ])
 def test_recipe_keeps_text_and_hf_together(overrides, message):
     with pytest.raises(UserError, match=message):

@@ -18,10 +18,15 @@ class Preprocess:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # of pixels in [0, 1]
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     channels: int = 3
+    # "center": shorter side resized, then the center crop (timm, torchvision); "squash": resized to `size`
+    # whatever the aspect ratio (Hugging Face processors without a center crop)
+    crop_mode: str = "center"
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation '{self.interpolation}': expected one of {', '.join(INTERPOLATIONS)}")
+        if self.crop_mode not in ("center", "squash"):
+            raise ValueError(f"crop_mode '{self.crop_mode}': expected center or squash")
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct {self.crop_pct}: expected a share in (0, 1]")
 
@@ -32,4 +37,4 @@ class Preprocess:
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "crop_pct": self.crop_pct, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std), "channels": self.channels}
+                "mean": list(self.mean), "std": list(self.std), "channels": self.channels, "crop_mode": self.crop_mode}

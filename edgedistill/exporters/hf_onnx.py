@@ -73,7 +73,7 @@ class HfOnnx(Exporter):
         reference = job.torch_logits("student")
         fp32 = parity.compare(reference, job.file_logits(path / FP32_FILE),
                               ("student fp32 (torch)", "student fp32 (hf-onnx)"))
-        parity.check(fp32, path, cfg.fp32_max_abs, None, "fp32", out=job.out)
+        parity.check_fp32(fp32, path, cfg, job.out)
         int8 = parity.int8_rung(job.ctx, reference, path / INT8_FILE, ("student fp32 (torch)", "student int8 (hf-onnx)"),
                                 (cfg.int8_min_agreement, None), job.file_logits, path)
         yield Artifact("student", "hf-onnx", "fp32+int8", path, self.name, self.runtime, loads=FP32_FILE,

@@ -21,7 +21,7 @@ class OnnxFp32(Exporter):
             onnx_lib.export_onnx(job.modules[role], job.spec, path, job.cfg.opset)
             rung = parity.compare(job.torch_logits(role), job.file_logits(path),
                                   (f"{role} fp32 (torch)", f"{role} fp32 (onnx)"))
-            parity.check(rung, path, job.cfg.fp32_max_abs, None, "fp32", out=job.out)
+            parity.check_fp32(rung, path, job.cfg, job.out)
             # the ladder starts with the two torch models
             start = [parity.compare(job.torch_logits("teacher"), job.torch_logits("student"),
                                     ("teacher fp32 (torch)", "student fp32 (torch)"))] if role == "teacher" else []

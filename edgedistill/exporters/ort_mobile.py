@@ -75,7 +75,7 @@ class OrtMobile(Exporter):
             rung["arithmetic"] = HOST_KERNELS
             parity.check(rung, path, None, cfg.int8_min_agreement, "int8", cfg.int8_max_rel, job.out)
         else:
-            parity.check(rung, path, cfg.fp32_max_abs, None, "fp32", out=job.out)
+            parity.check_fp32(rung, path, cfg, job.out)
         yield Artifact("student", "ort", precision, path, self.name, self.runtime, source=source, parity=[rung],
                        fields={"parity_max_abs": rung["max_abs"], "required_operators": job.rel(config),
                                "target_platform": job.target.arch})

@@ -21,7 +21,8 @@ from edgedistill.registry import Registry
 
 FAMILIES: Registry["ModelFamily"] = Registry(
     "family", builtins=("edgedistill.families.zoo", "edgedistill.families.hf", "edgedistill.families.hf_lm",
-                        "edgedistill.families.module"))
+                        "edgedistill.families.module", "edgedistill.families.timm_models",
+                        "edgedistill.families.torchvision_models", "edgedistill.families.hf_vision"))
 WEIGHTS, DESCRIPTION = "model.pt", "model.json"
 
 
@@ -61,6 +62,10 @@ class ModelFamily:
     def new(self, cfg, spec: ModelSpec, device, teacher: ModelHandle | None = None) -> ModelHandle:
         return self.handle(self.build(cfg, spec, teacher), cfg, spec, device)
 
+    def load_checkpoint(self, handle: ModelHandle, path: Path, field: str) -> ModelHandle:
+        """Weights from a user's state_dict file (teacher.checkpoint, student.checkpoint)."""
+        return load_state_dict(handle, path, field)
+
     def needs_training(self, cfg, spec: ModelSpec) -> bool:
         """Whether the teacher stage trains the teacher (an untrained zoo teacher) or uses it as given."""
         return cfg.checkpoint is None
@@ -88,6 +93,10 @@ class ModelFamily:
         from edgedistill.pruning import widths
 
         return widths(module)
+
+    def prune_keep(self, module: nn.Module) -> list[str]:
+        """Layers whose output width channel pruning must not change (beyond the classifier)."""
+        return []
 
     def reshape_to(self, module: nn.Module, state: dict) -> nn.Module:
         """A freshly built model shrunk to a pruned state_dict's shapes, loaded strictly."""
@@ -163,13 +172,19 @@ def family_of(arch: str) -> ModelFamily:
     raise ValueError(f"unknown arch '{arch}'; {hint}known: {', '.join(known)}")
 
 
-def load_state_dict(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
-    """Load a user's state_dict (weights_only) into handle; a shape or key mismatch is the user's to fix."""
+def read_state_dict(path: Path, field: str) -> dict:
+    """A user's state_dict file (weights only), also as saved inside {"state_dict": ...} or {"model": ...}."""
     state = io.load_torch(path, field)
     if isinstance(state, dict) and isinstance(state.get("state_dict") or state.get("model"), dict):
         state = state.get("state_dict") or state["model"]
     if not isinstance(state, dict):
         raise UserError(f"{field}: {path} holds a {type(state).__name__}, expected a state_dict")
+    return state
+
+
+def load_state_dict(handle: ModelHandle, path: Path, field: str) -> ModelHandle:
+    """Load a user's state_dict (weights_only) into handle; a shape or key mismatch is the user's to fix."""
+    state = read_state_dict(path, field)
     own = handle.module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -59,8 +59,9 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
         else:
             budget = {"max_macs": base_macs * cfg.macs_ratio ** (i / n_steps) if cfg.macs_ratio else None,
                       "max_params": base_params * cfg.params_ratio ** (i / n_steps) if cfg.params_ratio else None}
+        keep = ctx.family(ctx.recipe.student).prune_keep(state.student.module)
         state.student.module = prune_step(state.student.module, spec, cfg, round_to=round_to,
-                                          calibration=calibration, **budget)
+                                          calibration=calibration, keep=keep, **budget)
         if cfg.step_epochs and (cfg.latency_ms or i < n_steps):  # the last planned step heals in the final recovery
             _recover(ctx, state, cfg, stage_dir, f"checkpoint_step{i}.pt", cfg.step_epochs)
         steps.append(_measure(ctx, cfg, state.student, i))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 
-from edgedistill.families import load_state_dict
 from edgedistill.models import ModelHandle
 from edgedistill.stages.base import STAGES, Stage
 
@@ -20,8 +19,9 @@ class Student(Stage):
         if cfg.from_teacher:
             t = state.teacher
             return ModelHandle(module=copy.deepcopy(t.module), spec=t.spec, arch=t.arch, channels=list(t.channels))
-        handle = ctx.family(cfg).new(cfg, ctx.data.spec, ctx.device, teacher=state.teacher)
-        return load_state_dict(handle, cfg.checkpoint, "student.checkpoint") if cfg.checkpoint else handle
+        family = ctx.family(cfg)
+        handle = family.new(cfg, ctx.data.spec, ctx.device, teacher=state.teacher)
+        return family.load_checkpoint(handle, cfg.checkpoint, "student.checkpoint") if cfg.checkpoint else handle
 
     def run(self, ctx, state, stage_dir):
         cfg = ctx.recipe.student

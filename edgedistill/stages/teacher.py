@@ -4,7 +4,6 @@ fine-tuned)."""
 
 from __future__ import annotations
 
-from edgedistill.families import load_state_dict
 from edgedistill.stages.base import STAGES, Stage
 from edgedistill.tasks.fitting import train
 
@@ -18,7 +17,7 @@ class Teacher(Stage):
         handle = family.new(cfg, ctx.data.spec, ctx.device)
         record: dict = {"name": "teacher", "arch": cfg.arch, "channels": cfg.channels}
         if cfg.checkpoint is not None:
-            load_state_dict(handle, cfg.checkpoint, "teacher.checkpoint")
+            family.load_checkpoint(handle, cfg.checkpoint, "teacher.checkpoint")
         if family.needs_training(cfg, ctx.data.spec):
             record["source"] = family.trained_from(cfg)
             record["history"] = train(ctx, state, "teacher", handle.module, ctx.task.supervised(), stage_dir)
