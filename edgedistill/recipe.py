@@ -492,6 +492,8 @@ class Recipe(Strict):
         """Hash of everything that decides a stage's output: data, models, seed and its config."""
         keep = {k: v for k, v in self.model_dump(mode="json").items() if k not in ("name", "description", "stages")}
         keep["stage"] = getattr(self.stages, stage).model_dump(mode="json")
+        for how in ("workers", "cache"):  # how images are read, not which pixels: a resume keeps its stages
+            keep["data"].pop(how)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -53,5 +53,5 @@ def stored(im: Image.Image, pre: Preprocess) -> np.ndarray:
         im = im.resize((width, height), FILTERS[pre.interpolation])
     top = min(max(_center(height, th) - _center(rh, th), 0), height - rh)
     left = min(max(_center(width, tw) - _center(rw, tw), 0), width - rw)
-    x = np.asarray(im.crop((left, top, left + rw, top + rh)))
+    x = np.array(im.crop((left, top, left + rw, top + rh)))  # writable, as torch wants
     return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
