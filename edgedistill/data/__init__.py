@@ -1,7 +1,9 @@
 """Datasets as tensors: a train split, a held-out split, and the preprocessing the model expects.
 
 Images arrive as pixels in [0, 1] (N, C, H, W); the model sees them normalized by the recipe's
-(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias. Text arrives as token ids from the teacher's tokenizer
+(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias. Photos of
+any size (image folders and lists) are resized as the teacher's family asks, and their training split streams
+from disk (edgedistill.data.folders). Text arrives as token ids from the teacher's tokenizer
 (edgedistill.data.text)."""
 
 from __future__ import annotations
@@ -221,8 +223,8 @@ def _load_streamed(cfg: DataConfig, seed: int, pre: Preprocess, files) -> DataBu
 
     train, y_tr, test, y_te, own, fixed = files
     labels, notes = (own, ()) if fixed else _classes(cfg, own, y_tr, y_te if y_te is not None else np.empty(0, int))
-    if test is None:
-        train, y_tr, test, y_te = folders.split_files(cfg, seed, train, y_tr)
+    if test is None:  # a held-out share, stratified and seeded as for arrays
+        train, test, y_tr, y_te = _split(train, y_tr, cfg, seed)
     return _streamed_bundle(cfg, seed, pre, FileImages(train), y_tr, FileImages(test), y_te, labels, notes)
 
 

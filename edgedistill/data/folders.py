@@ -82,22 +82,14 @@ def _cached(cfg, pre: Preprocess, images, workers: int):
     if not cfg.cache or not isinstance(images, FileImages):
         return None
     folder = image_cache.default_dir() if cfg.cache is True else Path(cfg.cache)
-    geometry = replace(pre, mean=(), std=())  # normalization is applied later; it does not change the pixels
-    path = image_cache.path_for(folder, images.files, geometry)
+    pixels = replace(pre, mean=(), std=())  # normalization is applied later; it does not change the pixels
+    path = image_cache.path_for(folder, images.files, pixels)
     shape = (len(images), pre.channels, *pre.resize)
     if not path.exists():
         order = list(range(len(images)))
         chunks = [order[i : i + 64] for i in range(0, len(order), 64)]
         image_cache.build(path, shape, read_batches(Decode(images, pre), chunks, workers))
     return image_cache.Rows(path, shape)
-
-
-def split_files(cfg, seed: int, files, y):
-    """A held-out share of a folder without test split, stratified and seeded as for arrays."""
-    from edgedistill.data import _split
-
-    tr, te, y_tr, y_te = _split(list(range(len(files))), y, cfg, seed)
-    return [files[i] for i in tr], np.asarray(y_tr), [files[i] for i in te], np.asarray(y_te)
 
 
 def array_images(x_tr: np.ndarray, x_te: np.ndarray):

@@ -82,7 +82,7 @@ def read_batches(decode: Decode, chunks: list[list[int]], workers: int, rows: Ro
         return
     workers = min(workers, len(chunks))
     loader = torch.utils.data.DataLoader(decode, batch_sampler=chunks, num_workers=workers, collate_fn=_collate,
-                                         pin_memory=pin, prefetch_factor=4 if workers else None)
+                                         pin_memory=pin)  # prefetch: 2 batches a worker
     for batch in loader:
         if isinstance(batch, str):
             raise UserError(f"data.path: {batch}")
