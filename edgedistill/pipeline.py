@@ -167,7 +167,8 @@ def _context(recipe: Recipe, target: TargetProfile, out: Path, quiet: bool) -> C
     else:
         torch.backends.cudnn.benchmark = True  # fastest kernels over bit-exact reruns on the GPU
     task = for_dataset(recipe.data.dataset)
-    data = task.load(recipe.data, recipe.seed, recipe.teacher.path).to(device)
+    preprocess = family_of(recipe.teacher.arch).preprocessing(recipe.teacher)
+    data = task.load(recipe.data, recipe.seed, recipe.teacher.path, preprocess).to(device)
     if recipe.stages.distill.data_free.enabled:  # no stage sees the training split; distill generates one
         data = data.with_training(data.x_test[:0], data.y_test[:0])
     progress = None

@@ -46,13 +46,16 @@ class Augment(Strict):
     elastic_alpha: float = Field(0.0, ge=0, description="elastic distortion strength in pixels (Simard et al. "
                                                         "2003; 34 for 28x28 digits; 0: off)")
     elastic_sigma: float = Field(4.0, gt=0, description="smoothness of the elastic field, in pixels")
+    random_resized_crop: float = Field(0.0, ge=0, lt=1, description="random crop of a share in [this, 1] of the "
+                                       "image's area, aspect 3/4..4/3, resized to the model's size (0.08 as for "
+                                       "ImageNet; 0: off). Image folders crop from the stored, slightly larger image")
     fill: Literal["mean", "edge"] = Field(
         "mean", description="what moves in from outside the image: the mean colour, or the nearest edge pixel "
                             "(right for digits and scans on a plain background)")
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.cutout or self.warps)
+        return bool(self.crop_padding or self.flip or self.cutout or self.warps or self.random_resized_crop)
 
     @property
     def warps(self) -> bool:
@@ -61,7 +64,8 @@ class Augment(Strict):
 
 class DataConfig(Strict):
     dataset: Literal["digits", "npz", "folder", "text", "lm"] = "digits"
-    path: Path | None = Field(None, description="npz arrays/encoded images (dataset: npz) or an image folder")
+    path: Path | None = Field(None, description="npz arrays/encoded images (dataset: npz), or an image folder "
+                                                "or a .csv/.jsonl list of path,label rows (dataset: folder)")
     train: Path | None = Field(None, description="text: the training split, a .csv/.tsv/.jsonl file or an npz "
                                                  "of strings (x_train, y_train and optionally x_test, y_test); "
                                                  "lm: an npz of strings (x_train, optionally x_test) or a .txt "
@@ -78,6 +82,27 @@ class DataConfig(Strict):
     normalization: Normalization | None = Field(None, description="None: computed from the training split")
     labels: list[str] | None = None
     augment: Augment = Augment()
+    image_size: tuple[int, int] | None = Field(None, description="folder: the (H, W) (or one side) that images of "
+                                                                 "mixed sizes are resized (shorter side) and "
+                                                                 "center-cropped to, when the teacher's family "
+                                                                 "gives none")
+    cache: bool | Path = Field(False, description="folder: keep the resized images as one uint8 file (true: in "
+                                                  "~/.cache/edgedistill, or this folder); later epochs and runs "
+                                                  "read it instead of decoding")
+    workers: int | None = Field(None, ge=0, le=64, description="folder: image decoding processes (0: in the "
+                                                               "training process; None: the usable cores, at most 8)")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, v):
+        return (v, v) if isinstance(v, int) else v
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError("image_size: give sides of at least 1 pixel")
+        return v
 
     @model_validator(mode="after")
     def _path_for_files(self) -> "DataConfig":
@@ -89,9 +114,15 @@ class DataConfig(Strict):
                 raise ValueError(f"data.augment is for images; remove it for dataset '{self.dataset}'")
         elif self.dataset != "digits" and self.path is None:
             raise ValueError(f"dataset '{self.dataset}' needs data.path")
-        elif self.train is not None or self.test is not None:
-            raise ValueError("data.train/data.test are for dataset 'text'; images use data.path")
+        elif self.train is not None or (self.test is not None and not self.listed):
+            raise ValueError("data.train/data.test are for dataset 'text'; images use data.path (data.test: a "
+                             "held-out .csv/.jsonl list beside a list in data.path)")
         return self
+
+    @property
+    def listed(self) -> bool:
+        """data.path is a .csv/.jsonl list of images, not a folder."""
+        return self.dataset == "folder" and self.path is not None and self.path.suffix.lower() in (".csv", ".jsonl")
 
 
 def _family(arch: str):
@@ -463,6 +494,8 @@ class Recipe(Strict):
         """Hash of everything that decides a stage's output: data, models, seed and its config."""
         keep = {k: v for k, v in self.model_dump(mode="json").items() if k not in ("name", "description", "stages")}
         keep["stage"] = getattr(self.stages, stage).model_dump(mode="json")
+        for how in ("workers", "cache"):  # how images are read, not which pixels: a resume keeps its stages
+            keep["data"].pop(how)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

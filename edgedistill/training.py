@@ -14,6 +14,7 @@ from torch import nn
 
 from edgedistill import distributed
 from edgedistill.data.augment import augment as augment_batch
+from edgedistill.data.split import split_of
 from edgedistill.epochs import run_epochs
 from edgedistill.recipe import Augment, Training, TrainStage
 
@@ -73,10 +74,11 @@ def fit(
     continues after its last epoch. Shuffling and augmentation draw from a generator seeded by (seed,
     epoch), so a resumed run sees the same batches an uninterrupted one would."""
     training = training or Training()
-    device = data.x_train.device
+    train = split_of(data.x_train)
+    device = train.device
     cuda = device.type == "cuda"
     bf16 = training.precision == "bf16" or (training.precision == "auto" and cuda)
-    image_batches = data.x_train.dim() == 4
+    image_batches = train.images
     channels_last = (training.channels_last if training.channels_last is not None else cuda) and image_batches
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -93,16 +95,15 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg))
     # Each rank takes an equal share of every epoch's permutation (DDP needs the same number of steps on
     # every rank): the last n % world examples of a permutation sit that epoch out.
-    n = len(data.x_train) // world * world
+    n = len(train) // world * world
 
     def train_epoch(epoch: int, step: Callable[[], None]) -> dict[str, float]:
         set_mode(model, True)
         generator = torch.Generator(device=device).manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(data.x_train), generator=generator, device=device)[:n][rank::world]
+        order = torch.randperm(len(train), generator=generator, device=device)[:n][rank::world]
         sums: dict[str, torch.Tensor] = {}
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
+        for idx, x in train.batches(order, batch_size, augment, generator):  # cropped (randomly, if asked)
+            y = data.y_train[idx]
             if augment is not None and augment.active:
                 x = augment_batch(x, augment, generator)
             if channels_last:

@@ -1,7 +1,9 @@
 """Datasets as tensors: a train split, a held-out split, and the preprocessing the model expects.
 
 Images arrive as pixels in [0, 1] (N, C, H, W); the model sees them normalized by the recipe's
-(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias. Text arrives as token ids from the teacher's tokenizer
+(or the training split's) per-channel mean/std, which the Core ML export reproduces with scale/bias. Photos of
+any size (image folders and lists) are resized as the teacher's family asks, and their training split streams
+from disk (edgedistill.data.folders). Text arrives as token ids from the teacher's tokenizer
 (edgedistill.data.text)."""
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 import torch
 
 from edgedistill.data.labels import check_training, count_classes
+from edgedistill.data.preprocess import Preprocess
+from edgedistill.data.split import TrainSplit, split_of
 from edgedistill.errors import UserError
 from edgedistill.models.handle import ModelSpec
 from edgedistill.recipe import DataConfig
@@ -20,7 +24,8 @@ from edgedistill.recipe import DataConfig
 
 @dataclass
 class DataBundle:
-    x_train: torch.Tensor  # normalized float32 (N, C, H, W), or token ids int64 (N, L)
+    x_train: torch.Tensor | TrainSplit  # normalized float32 (N, C, H, W), token ids int64 (N, L), or photos
+    # streamed from disk (edgedistill.data.streaming); stages read it through split_of(x_train)
     y_train: torch.Tensor  # int64 (N,)
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -31,7 +36,7 @@ class DataBundle:
         return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
                        x_test=self.x_test.to(device), y_test=self.y_test.to(device))
 
-    def with_training(self, x: torch.Tensor, y: torch.Tensor) -> "DataBundle":
+    def with_training(self, x, y: torch.Tensor) -> "DataBundle":
         """The same held-out split and spec with another training split (data-free runs: none at first, then
         the generated transfer set)."""
         return replace(self, x_train=x, y_train=y)
@@ -149,22 +154,38 @@ def load_lm(cfg: DataConfig, seed: int, tokenizer_dir: Path) -> DataBundle:
     return DataBundle(rows[0][0], rows[0][1], rows[1][0], rows[1][1], spec)
 
 
-def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None) -> DataBundle:
+def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None,
+              preprocess: Preprocess | None = None) -> DataBundle:
+    """The task's data; `preprocess` (the teacher family's) decides how images are sized and normalized."""
     if cfg.dataset == "lm":
         data = load_lm(cfg, seed, tokenizer_dir)
+    elif cfg.dataset == "text":
+        data = load_text(cfg, seed, tokenizer_dir)
     else:
-        data = load_text(cfg, seed, tokenizer_dir) if cfg.dataset == "text" else _load_images(cfg, seed)
+        data = _load_images(cfg, seed, preprocess)
     if cfg.limit_train is not None and cfg.limit_train < len(data.y_train):  # a seeded subset, same every run
         keep = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[: cfg.limit_train]
-        data = data.with_training(data.x_train[keep], data.y_train[keep])
+        data = data.with_training(split_of(data.x_train).take(keep), data.y_train[keep])
     if not data.spec.is_lm:
         untrained = check_training(data.y_train.numpy(), data.spec.labels)
         data = replace(data, notes=(*data.notes, *filter(None, [untrained])))
     return data
 
 
-def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
+def _load_images(cfg: DataConfig, seed: int, preprocess: Preprocess | None = None) -> DataBundle:
+    if cfg.dataset == "folder":
+        from edgedistill.data import folders
+
+        files = folders.list_files(cfg)
+        pre = folders.geometry(cfg, preprocess, files[0] + (files[2] or []))
+        if pre is not None:
+            return _load_streamed(cfg, seed, pre, files)
     x_tr, y_tr, x_te, y_te, labels, notes = _load_arrays(cfg, seed)
+    if preprocess is not None:  # arrays a model wants at another size: resized as photos are
+        from edgedistill.data import folders
+
+        train, test = folders.array_images(x_tr, x_te)
+        return _streamed_bundle(cfg, seed, preprocess, train, y_tr, test, y_te, labels, notes)
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"data: train images are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}")
     y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
@@ -194,6 +215,27 @@ def _load_images(cfg: DataConfig, seed: int) -> DataBundle:
         return ((torch.from_numpy(np.ascontiguousarray(x)) - m) / s).float()
 
     return DataBundle(norm(x_tr), torch.from_numpy(y_tr), norm(x_te), torch.from_numpy(y_te), spec, notes)
+
+
+def _load_streamed(cfg: DataConfig, seed: int, pre: Preprocess, files) -> DataBundle:
+    from edgedistill.data import folders
+    from edgedistill.data.streaming import FileImages
+
+    train, y_tr, test, y_te, own, fixed = files
+    labels, notes = (own, ()) if fixed else _classes(cfg, own, y_tr, y_te if y_te is not None else np.empty(0, int))
+    if test is None:  # a held-out share, stratified and seeded as for arrays
+        train, test, y_tr, y_te = _split(train, y_tr, cfg, seed)
+    return _streamed_bundle(cfg, seed, pre, FileImages(train), y_tr, FileImages(test), y_te, labels, notes)
+
+
+def _streamed_bundle(cfg, seed, pre, train, y_tr, test, y_te, labels, notes) -> DataBundle:
+    from edgedistill.data import folders
+
+    x_tr, x_te, mean, std = folders.streamed(cfg, pre, train, test, seed)
+    spec = ModelSpec(task="image-classification", input_shape=(pre.channels, *pre.size), num_classes=len(labels),
+                     labels=tuple(labels), mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+    return DataBundle(x_tr, torch.as_tensor(np.asarray(y_tr), dtype=torch.int64), x_te,
+                      torch.as_tensor(np.asarray(y_te), dtype=torch.int64), spec, notes)
 
 
 def _class_names(cfg: DataConfig, own: list[str] | None) -> tuple[list[str] | None, tuple[str, ...]]:

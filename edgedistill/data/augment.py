@@ -11,9 +11,45 @@ import torch.nn.functional as F
 from edgedistill.recipe import Augment
 
 
+def crop(x: torch.Tensor, size, cfg: Augment | None, generator: torch.Generator | None) -> torch.Tensor:
+    """A batch cropped to `size` (H, W): a random resized crop when cfg asks for one, else the center (the
+    evaluation crop of a stored image larger than the model's input; nothing when it already fits)."""
+    size = tuple(int(s) for s in size)
+    if cfg is not None and cfg.random_resized_crop and generator is not None:
+        return random_resized_crop(x, size, cfg.random_resized_crop, generator)
+    h, w = x.shape[-2:]
+    if (h, w) == size:
+        return x
+    top, left = int(round((h - size[0]) / 2.0)), int(round((w - size[1]) / 2.0))  # torchvision's CenterCrop
+    return x[..., top : top + size[0], left : left + size[1]]
+
+
+def random_resized_crop(x: torch.Tensor, size: tuple[int, int], min_scale: float,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Inception-style crops, one per image: a share in [min_scale, 1] of the area with aspect 3/4..4/3, resized
+    bilinearly to `size`. A box that would not fit is clamped to the image (timm retries up to 10 times, then
+    falls back to the center; one vectorised draw is what a batch on the device affords)."""
+    n, _, h, w = x.shape
+    dev = x.device
+    area = (min_scale + (1 - min_scale) * torch.rand(n, device=dev, generator=generator)) * (h * w)
+    log_ratio = (torch.rand(n, device=dev, generator=generator) * 2 - 1) * math.log(4 / 3)
+    ratio = torch.exp(log_ratio)
+    bw = torch.sqrt(area * ratio).clamp(1, w)
+    bh = torch.sqrt(area / ratio).clamp(1, h)
+    x0 = torch.rand(n, device=dev, generator=generator) * (w - bw)
+    y0 = torch.rand(n, device=dev, generator=generator) * (h - bh)
+    # output pixel edges [-1, 1] (align_corners=False) map onto the box's edges in the input
+    zero = torch.zeros_like(bw)
+    theta = torch.stack([torch.stack([bw / w, zero, (2 * x0 + bw) / w - 1], 1),
+                         torch.stack([zero, bh / h, (2 * y0 + bh) / h - 1], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], *size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def augment(x: torch.Tensor, cfg: Augment, generator: torch.Generator) -> torch.Tensor:
     """Random warp (rotation, zoom, elastic), crop after padding, horizontal flip and cutout of a normalized NCHW
-    batch.
+    batch
+    (random_resized_crop is done before, by the split's batches: see `crop`).
 
     Zero is the mean in normalized units, so `fill: mean` pads with the data's mean colour; `fill: edge` repeats
     the border pixels instead (on digits the mean is grey, and a grey frame is a feature the test set lacks)."""

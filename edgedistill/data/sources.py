@@ -60,7 +60,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgedistill.errors import UserError
 
-__all__ = ["ImageArrays", "read_npz", "read_image_folder", "IMAGE_SUFFIXES"]
+__all__ = ["ImageArrays", "ImageFiles", "read_npz", "read_image_folder", "list_image_folder", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
@@ -307,11 +307,33 @@ def read_image_folder(root: str | os.PathLike, *, workers: int | None = None) ->
 
     ``workers``: decoding threads, as for :func:`read_npz`.
     Class names are the sorted folder names of the train split; label i is ``class_names[i]``."""
+    folder = list_image_folder(root)
+    test_files = folder.test_files
+    splits = [_file_source(folder.train_files)] + ([_file_source(test_files)] if test_files is not None else [])
+    xs = _decode(splits, workers)
+    return ImageArrays(xs[0], folder.y_train, xs[1] if test_files is not None else None, folder.y_test,
+                       folder.class_names)
+
+
+@dataclass
+class ImageFiles:
+    """An image folder's files and labels, not yet decoded. Test fields are None without a test split."""
+
+    train_files: list[Path]
+    y_train: np.ndarray
+    test_files: list[Path] | None
+    y_test: np.ndarray | None
+    class_names: list[str]
+
+
+def list_image_folder(root: str | os.PathLike) -> ImageFiles:
+    """The files of ``root/train/<class>/*`` (+ optional ``root/test/<class>/*``) or ``root/<class>/*``."""
     root = Path(root)
     if not root.exists():
         raise _fail(f"{root} does not exist; point data.path at an image folder")
     if not root.is_dir():
-        raise _fail(f"{root} is a file, not a folder of <class>/ subfolders (for an .npz use dataset: npz)")
+        raise _fail(f"{root} is a file, not a folder of <class>/ subfolders (for an .npz use dataset: npz; "
+                    "a list of images is a .csv or .jsonl file)")
     train_dir, test_dir = root / "train", root / "test"
     if train_dir.is_dir():
         class_names = _class_dirs(train_dir)
@@ -331,9 +353,7 @@ def read_image_folder(root: str | os.PathLike, *, workers: int | None = None) ->
         class_names = _class_dirs(root)
         train_files, y_tr = _list_images(root, class_names, class_names)
         test_files, y_te = None, None
-    splits = [_file_source(train_files)] + ([_file_source(test_files)] if test_files is not None else [])
-    xs = _decode(splits, workers)
-    return ImageArrays(xs[0], y_tr, xs[1] if test_files is not None else None, y_te, class_names)
+    return ImageFiles(train_files, y_tr, test_files, y_te, class_names)
 
 
 def _class_dirs(folder: Path) -> list[str]:

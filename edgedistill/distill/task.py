@@ -85,14 +85,17 @@ class DistillationTask(nn.Module):
                                                             t_out[f.teacher, f.kind]).to(example.device)
 
     @torch.no_grad()
-    def cache_teacher_logits(self, x_train: torch.Tensor, batch_size: int = 1024, topk: int | None = None) -> dict:
+    def cache_teacher_logits(self, x_train, batch_size: int = 1024, topk: int | None = None) -> dict:
         """One teacher pass over the training set. With `topk`, only the k largest logits per example are kept;
         the others become -inf, so the soft targets renormalize over the top k. Returns the cache's fidelity:
         the teacher probability mass (at this temperature) that the kept logits hold, averaged over examples."""
         if self.features:
             return {}  # feature terms need the teacher's live activations anyway
-        chunks = [self.teacher(self.teacher_input(x_train[i : i + batch_size])).float()
-                  for i in range(0, len(x_train), batch_size)]
+        from edgedistill.data.split import split_of
+
+        train = split_of(x_train)  # a tensor or a TrainSplit, in its own order
+        chunks = [self.teacher(self.teacher_input(x)).float()
+                  for _, x in train.batches(torch.arange(len(train), device=train.device), batch_size)]
         logits = torch.cat(chunks)
         if topk is None or topk >= logits.shape[1]:
             self.cached_logits = logits

@@ -6,6 +6,7 @@ for is refused."""
 from __future__ import annotations
 
 from edgedistill import io, parity, quantize
+from edgedistill.data.split import split_of
 from edgedistill.exporters import CLASSIFICATION, EXPORTERS, INT8_MODULE, ONNX_FILE, Artifact, Exporter
 from edgedistill.exporters import onnx as onnx_lib
 from edgedistill.families import family_of
@@ -57,7 +58,8 @@ class OnnxInt8(Exporter):
             return "dynamic-ort"
         import onnx
 
-        calibration = training_data(job.ctx, job.state).x_train[:512].cpu().numpy()  # a data-free run: its transfer set
+        train = split_of(training_data(job.ctx, job.state).x_train)  # a data-free run: its transfer set
+        calibration = train.head(512).cpu().numpy()
         plan = job.state.plan
         if plan is not None and not job.state.all_fp32:  # the precision plan's int8 blocks only
             nodes = plan.nodes(onnx.load(str(fp32_file)))

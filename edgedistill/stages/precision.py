@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from edgedistill import io, precision
+from edgedistill.data.split import split_of
 from edgedistill.stages.base import STAGES, Stage
 from edgedistill.tasks.fitting import training_data
 
@@ -28,9 +29,10 @@ class Precision(Stage):
     def run(self, ctx, state, stage_dir):
         cfg = ctx.recipe.stages.precision
         data = training_data(ctx, state)
-        x, y = data.x_train.cpu().numpy(), data.y_train.cpu().numpy()
+        train = split_of(data.x_train)
+        check = slice(512, 512 + cfg.check_samples) if len(train) > 512 + 64 else slice(0, 512)
+        x, y = train.head(check.stop).cpu().numpy(), data.y_train[: check.stop].cpu().numpy()
         calibration = x[:512]  # the export stage calibrates on the same inputs
-        check = slice(512, 512 + cfg.check_samples) if len(x) > 512 + 64 else slice(0, 512)
         plan = precision.search_student(state.student.module, state.student.spec, calibration, x[check], y[check],
                                         ctx.target, tolerance=cfg.tolerance, budget_ms=cfg.latency_ms,
                                         keep_fp32=cfg.keep_fp32, rounds=cfg.rounds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from edgedistill import depth_pruning, io, latency
+from edgedistill.data.split import split_of
 from edgedistill.errors import RefusedError, UserError
 from edgedistill.pruning import prune_step
 from edgedistill.stages.base import STAGES, Stage
@@ -51,7 +52,7 @@ def _prune_steps(ctx, state, cfg, stage_dir, round_to: int) -> list[dict]:
     base_macs, base_params = ctx.family(ctx.recipe.student).macs_params(state.student.module, spec)
     steps = [_measure(ctx, cfg, state.student, 0)]
     data = training_data(ctx, state)
-    calibration = (data.x_train[:256], data.y_train[:256])
+    calibration = (split_of(data.x_train).head(256), data.y_train[:256])
     n_steps = cfg.max_steps if cfg.latency_ms else cfg.steps
     for i in range(1, n_steps + 1):
         if cfg.latency_ms:

@@ -17,8 +17,9 @@ class Task:
     name = ""
     datasets: tuple[str, ...] = ()  # the recipe's data.dataset values that hold this task's data
 
-    def load(self, cfg, seed: int, teacher_path: Path | None):
-        """The DataBundle: train and held-out splits and the ModelSpec."""
+    def load(self, cfg, seed: int, teacher_path: Path | None, preprocess=None):
+        """The DataBundle: train and held-out splits and the ModelSpec. `preprocess`: how the teacher's family
+        wants its images (edgedistill.data.preprocess.Preprocess), or None; tasks without images ignore it."""
         raise NotImplementedError
 
     def evaluate(self, handle, ctx, state=None) -> dict:

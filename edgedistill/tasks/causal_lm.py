@@ -49,7 +49,7 @@ class CausalLM(Task):
     name = "text-generation"
     datasets = ("lm",)
 
-    def load(self, cfg, seed: int, teacher_path):
+    def load(self, cfg, seed: int, teacher_path, preprocess=None):  # text: no images to size
         from edgedistill.data import load_data
 
         return load_data(cfg, seed, tokenizer_dir=teacher_path)

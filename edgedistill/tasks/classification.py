@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import torch
 
+from edgedistill.data.split import split_of
 from edgedistill.tasks import TASKS, Task
 from edgedistill.tasks.fitting import stage_augment, train, training_data
 from edgedistill.training import accuracy, predict
 
 
 class Classification(Task):
-    def load(self, cfg, seed: int, teacher_path):
+    def load(self, cfg, seed: int, teacher_path, preprocess=None):
         from edgedistill.data import load_data
 
-        return load_data(cfg, seed, tokenizer_dir=teacher_path)
+        return load_data(cfg, seed, tokenizer_dir=teacher_path, preprocess=preprocess)
 
     def evaluate(self, handle, ctx, state=None) -> dict:
         """Held-out accuracy, parameters and MACs: the columns of the report's stage table; with the pipeline
@@ -60,7 +61,7 @@ class Classification(Task):
 
             features += transformer_layer_terms(cfg.layer_match, student_module, teacher, field)
         task = DistillationTask.from_stage(teacher, cfg, student=student_module, features=features,
-                                           example_input=data.x_train[:2], teacher_input=teacher_input,
+                                           example_input=split_of(data.x_train).head(2), teacher_input=teacher_input,
                                            field=f"{field}.features")
         task.cache_info = {}
         cache = cfg.cache_teacher if cfg.cache_teacher is not None else not stage_augment(ctx, cfg).active
