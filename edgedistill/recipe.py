@@ -84,8 +84,9 @@ class DataConfig(Strict):
     augment: Augment = Augment()
     image_size: tuple[int, int] | None = Field(None, description="folder: the (H, W) (or one side) that images of "
                                                                  "mixed sizes are resized (shorter side) and "
-                                                                 "center-cropped to, when the teacher's family "
-                                                                 "gives none")
+                                                                 "center-cropped to; with a timm, torchvision or "
+                                                                 "Hugging Face teacher, the size its preprocessing"
+                                                                 " is used at")
     cache: bool | Path = Field(False, description="folder: keep the resized images as one uint8 file (true: in "
                                                   "~/.cache/edgedistill, or this folder); later epochs and runs "
                                                   "read it instead of decoding")

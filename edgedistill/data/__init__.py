@@ -173,6 +173,8 @@ def load_data(cfg: DataConfig, seed: int, tokenizer_dir: Path | None = None,
 
 
 def _load_images(cfg: DataConfig, seed: int, preprocess: Preprocess | None = None) -> DataBundle:
+    if preprocess is not None and cfg.image_size is not None:  # the family's recipe at the size asked for
+        preprocess = replace(preprocess, size=tuple(cfg.image_size))
     if cfg.dataset == "folder":
         from edgedistill.data import folders
 

@@ -3,9 +3,9 @@ the model. The training split streams from disk (edgedistill.data.streaming); th
 once into memory, normalized float32 at the model's size, because every exporter, runtime and parity check
 reads it as one tensor: N x C x H x W x 4 bytes (500 images at 224 px: 301 MB).
 
-How photos become model inputs, in order of precedence: the teacher family's Preprocess; data.image_size
-(shorter side resized to it, then center-cropped; mean/std from data.normalization or a sample of the
-training split); else the images' own size when they all share one."""
+How photos become model inputs, in order of precedence: the teacher family's Preprocess (at data.image_size
+when one is given); data.image_size (shorter side resized to it, then center-cropped; mean/std from
+data.normalization or a sample of the training split); else the images' own size when they all share one."""
 
 from __future__ import annotations
 
