@@ -49,6 +49,14 @@ def test_hf_vision_preprocessing_from_its_image_processor(tmp_path):
     pre = family_of("hf-vision").preprocessing(SimpleNamespace(arch="hf-vision", path=tmp_path))
     assert (pre.size, pre.crop_mode, pre.interpolation) == ((48, 40), "squash", "bicubic")
     assert pre.mean == pytest.approx((0.1, 0.2, 0.3)) and pre.std == pytest.approx((0.4, 0.5, 0.6))
+    from transformers import BitImageProcessor, ConvNextImageProcessor
+
+    ConvNextImageProcessor(size={"shortest_edge": 96}, crop_pct=0.8).save_pretrained(tmp_path / "convnext")
+    pre = family_of("hf-vision").preprocessing(SimpleNamespace(arch="hf-vision", path=tmp_path / "convnext"))
+    assert (pre.size, pre.crop_pct, pre.crop_mode, pre.resize) == ((96, 96), 0.8, "center", (120, 120))
+    BitImageProcessor(size={"shortest_edge": 80}, crop_size=64).save_pretrained(tmp_path / "bit")
+    pre = family_of("hf-vision").preprocessing(SimpleNamespace(arch="hf-vision", path=tmp_path / "bit"))
+    assert (pre.size, pre.crop_pct, pre.crop_mode) == ((64, 64), 0.8, "center")
     with pytest.raises(UserError, match="teacher.path: .* has no readable preprocessor_config.json"):
         family_of("hf-vision").preprocessing(SimpleNamespace(arch="hf-vision", path=tmp_path / "none"))
 

@@ -36,6 +36,23 @@ def _labels(labels) -> dict:
     return {"id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
 
 
+def _sides(size) -> tuple[int, int]:
+    size = size if isinstance(size, dict) else {"height": size, "width": size}
+    edge = size.get("shortest_edge")
+    return int(size.get("height") or edge), int(size.get("width") or edge)
+
+
+def _geometry(p: dict) -> tuple[tuple[int, int], float, str]:
+    """(size, crop_pct, crop mode) of an image processor's config, in timm's terms."""
+    edge = p["size"].get("shortest_edge") if isinstance(p.get("size"), dict) else None
+    if p.get("do_center_crop") and p.get("crop_size"):  # shorter side to `size`, center crop to crop_size
+        crop = _sides(p["crop_size"])
+        return crop, min(1.0, crop[0] / edge) if edge else 1.0, "center"
+    if edge:  # ConvNeXt's processor: shorter side to edge / crop_pct, center crop
+        return (edge, edge), float(p.get("crop_pct") or 1.0), "center"
+    return _sides(p.get("size") or 224), 1.0, "squash"  # resized to height x width whatever the aspect ratio
+
+
 @FAMILIES.register("hf-vision")
 class HuggingFaceVision(ModelFamily):
     name = "hf-vision"
@@ -59,18 +76,15 @@ class HuggingFaceVision(ModelFamily):
         except (OSError, ValueError) as e:
             raise UserError(f"teacher.path: {path} has no readable preprocessor_config.json ({e.__class__.__name__});"
                             " save the model's image processor there (processor.save_pretrained)") from None
-        size = p.get("crop_size") if p.get("do_center_crop") else p.get("size")
-        size = size if isinstance(size, dict) else {"height": size, "width": size}
-        hw = (size.get("height") or size.get("shortest_edge"), size.get("width") or size.get("shortest_edge"))
-        resized = p.get("size") if isinstance(p.get("size"), dict) else {}
-        crop_pct = 1.0
-        if p.get("do_center_crop") and resized.get("shortest_edge"):
-            crop_pct = min(1.0, hw[0] / resized["shortest_edge"])
+        if p.get("do_flip_channel_order"):
+            raise UserError(f"teacher.path: {path}'s image processor feeds BGR images, which is not supported; "
+                            "convert the model to RGB input")
+
+        size, crop_pct, mode = _geometry(p)
         mean = tuple(p.get("image_mean") or (0.5, 0.5, 0.5)) if p.get("do_normalize", True) else (0.0,) * 3
         std = tuple(p.get("image_std") or (0.5, 0.5, 0.5)) if p.get("do_normalize", True) else (1.0,) * 3
-        return Preprocess(size=(int(hw[0]), int(hw[1])), crop_pct=crop_pct,
-                          interpolation=_RESAMPLE.get(p.get("resample", 2), "bilinear"), mean=mean, std=std,
-                          crop_mode="center" if p.get("do_center_crop") else "squash")
+        return Preprocess(size=size, crop_pct=crop_pct, interpolation=_RESAMPLE.get(p.get("resample", 2), "bilinear"),
+                          mean=mean, std=std, crop_mode=mode)
 
     def prune_keep(self, module: nn.Module) -> list[str]:
         # Attention splits the query/key/value outputs into heads of a size fixed in the config: their widths
