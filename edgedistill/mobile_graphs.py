@@ -6,11 +6,33 @@ runtime runs itself), "delegate::XnnpackBackend" (one delegated partition), "tfl
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 # The multiply-accumulate ops: a graph is as integer as these are.
 TFLITE_COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV"}
 INTEGER_DTYPES = {"int8", "uint8", "int16"}
+
+
+@contextlib.contextmanager
+def quiet_native():
+    """Silence what native libraries print to the process's stdout/stderr (ExecuTorch's threadpool and cpuinfo
+    lines, LiteRT's absl and delegate logs) for the block: Python's own redirects do not reach them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _count(counts: dict[str, int], key: str) -> None:
@@ -46,8 +68,9 @@ def interpreter(path: Path, threads: int = 1, delegate: bool = True):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    it = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
-    it.allocate_tensors()
+    with quiet_native():
+        it = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
     return it
 
 

@@ -29,9 +29,11 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """litert-torch prints a progress line per conversion step, and absl logs through stderr."""
+    """litert-torch prints a progress line per conversion step; its converter logs natively."""
+    from edgedistill.mobile_graphs import quiet_native
+
     with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()), \
-            contextlib.redirect_stderr(_io.StringIO()):
+            contextlib.redirect_stderr(_io.StringIO()), quiet_native():
         warnings.simplefilter("ignore")
         yield
 
@@ -47,6 +49,7 @@ def convert(module: torch.nn.Module, example: torch.Tensor, path, quantizer=None
                 from litert_torch.quantize.quant_config import QuantConfig
 
                 config = QuantConfig(pt2e_quantizer=quantizer)
+            module.training = False  # a PT2E graph refuses .eval(); the converter warns on a training-mode module
             model = litert_torch.convert(module, (example,), quant_config=config)
             with atomic_path(path) as tmp:
                 model.export(str(tmp))

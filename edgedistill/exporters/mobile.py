@@ -4,7 +4,7 @@ scheme, each run by the runtime on the held-out inputs and judged against the to
 from __future__ import annotations
 
 from edgedistill.errors import RefusedError
-from edgedistill.exporters import INT8_PRECISIONS, Artifact, Exporter
+from edgedistill.exporters import INT8_PRECISIONS, Artifact, Exporter, onnx_twin
 
 
 class MobileExporter(Exporter):
@@ -62,6 +62,10 @@ class MobileExporter(Exporter):
         parity.check(rung, path, None, cfg.int8_min_agreement, "int8", cfg.int8_max_rel, job.out)
         yield judged(artifact, rung, parity.compare(job.torch_logits("student"), reference,
                                                     ("student fp32 (torch)", torch_int8)))
+
+    def source_among(self, role, precision, earlier):
+        """Its ONNX twin: the graph the target's latency is estimated from."""
+        return onnx_twin(role, precision, earlier)
 
     def artifact(self, precision, path, for_target, fields, kind=None) -> Artifact:
         return Artifact("student", kind or self.kind, precision, path, self.name, self.runtime,

@@ -67,7 +67,7 @@ def held_out_bench(artifact, job: BenchJob, label: str, outputs: Callable, call_
     out = outputs(x)
     pred = out.argmax(-1)
     lat = time_calls(call_one(x[:1]), cfg.warmup, cfg.repeats)
-    job.ctx.log(f"    {artifact.role:<7} {artifact.kind:<9} acc {float((pred == y).mean()):.4f}  p50 {lat['p50']:.3f} ms "
+    job.ctx.log(f"    {artifact.role:<7} {artifact.kind + ' ' + artifact.precision:<9} acc {float((pred == y).mean()):.4f}  p50 {lat['p50']:.3f} ms "
                 f"({job.kind}, {job.threads} thr)  {dir_size(artifact.path):,} B")
     return {"accuracy": float((pred == y).mean()),
             "confusion": confusion_matrix(y, pred, max(int(spec.num_classes), out.shape[-1])),

@@ -24,14 +24,17 @@ def method(path: Path, threads: int):
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime as ETRuntime
 
+    from edgedistill.mobile_graphs import quiet_native
+
     key = (str(path), Path(path).stat().st_mtime_ns, threads)
     if key not in _loaded:
-        if portable_lib._threadpool_get_thread_count() != threads:  # noqa: SLF001
-            _loaded.clear()
-            gc.collect()
-            portable_lib._unsafe_reset_threadpool(threads)  # noqa: SLF001
-        program = ETRuntime.get().load_program(Path(path))
-        _loaded[key] = program, program.load_method("forward")
+        with quiet_native():
+            if portable_lib._threadpool_get_thread_count() != threads:  # noqa: SLF001
+                _loaded.clear()
+                gc.collect()
+                portable_lib._unsafe_reset_threadpool(threads)  # noqa: SLF001
+            program = ETRuntime.get().load_program(Path(path))
+            _loaded[key] = program, program.load_method("forward")
     return _loaded[key][1]
 
 
