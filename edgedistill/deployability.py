@@ -231,7 +231,7 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
 
 
 def check_file(path: str | Path, target) -> dict:
-    """check() on the operators of an .onnx, .ort or .mlpackage, and on an int8 file's weights where the target's
+    """check() on the operators of an .onnx, .ort, .mlpackage, .pte or .tflite, and on an int8 file's weights where the target's
     kernels saturate (int8_weights); adds {"model": path}."""
     result = {"model": str(path), **check(read_graph(path), target)}
     int8_weights(Path(path), target, result)
