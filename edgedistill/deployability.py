@@ -2,8 +2,8 @@
 will run off its accelerator (XNNPACK/NNAPI -> the CPU EP, the Neural Engine -> GPU/CPU).
 
 The rules are data (deployability.yaml, with a source for each list); this module only reads graphs and
-applies them. Reading works on .onnx, .ort, .mlpackage, .pte and .tflite without running anything, so it works on Linux for
-every target. An op "off the accelerator" still runs: `ok` is False only when something cannot run at all."""
+applies them. Reading works on .onnx, .ort, .mlpackage, .pte and .tflite without running them, so it works on
+Linux for every target. An op "off the accelerator" still runs: `ok` is False only when something cannot run at all."""
 
 from __future__ import annotations
 
@@ -231,8 +231,8 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
 
 
 def check_file(path: str | Path, target) -> dict:
-    """check() on the operators of an .onnx, .ort, .mlpackage, .pte or .tflite, and on an int8 file's weights where the target's
-    kernels saturate (int8_weights); adds {"model": path}."""
+    """check() on the operators of an .onnx, .ort, .mlpackage, .pte or .tflite, and on an int8 file's weights
+    where the target's kernels saturate (int8_weights); adds {"model": path}."""
     result = {"model": str(path), **check(read_graph(path), target)}
     int8_weights(Path(path), target, result)
     return result

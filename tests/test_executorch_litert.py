@@ -72,7 +72,8 @@ def test_deployability_refuses_what_it_cannot_read(tmp_path):
     bad.write_bytes(b"not a program")
     with pytest.raises(UserError, match=r"m\.pte: (not a readable ExecuTorch model|reading an ExecuTorch model needs)"):
         read_graph(bad)
-    with pytest.raises(UserError, match=r"cannot inspect a '\.bin' file; pass an \.onnx, \.ort, \.mlpackage, \.pte or \.tflite"):
+    with pytest.raises(UserError, match=r"cannot inspect a '\.bin' file; pass an \.onnx, \.ort, \.mlpackage, "
+                                        r"\.pte or \.tflite"):
         (tmp_path / "m.bin").write_bytes(b"x")
         read_graph(tmp_path / "m.bin")
 
@@ -84,7 +85,8 @@ def test_app_snippets_carry_the_files_names_shapes_and_int8_scales():
     usage = {"labels": ["a", "b"], "mean": [0.5], "std": [0.2],
              "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}]}
     tflite = {"kind": "tflite", "io": {
-        "inputs": [{"name": "serving_default_args_0", "shape": [1, 1, 8, 8], "dtype": "int8", "scale": 0.02, "zero_point": -3}],
+        "inputs": [{"name": "serving_default_args_0", "shape": [1, 1, 8, 8], "dtype": "int8", "scale": 0.02,
+                    "zero_point": -3}],
         "outputs": [{"name": "serving_default_output_0_output", "shape": [1, 2], "dtype": "int8", "scale": 0.1,
                      "zero_point": 5}]}}
     code = kotlin_tflite(PurePosixPath("07-export/student.int8.tflite"), usage, _io(usage), tflite)

@@ -29,7 +29,8 @@ def xnnpack_int8(module: torch.nn.Module, example: torch.Tensor, calibration: to
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(module, (torch.cat([example, example]),),  # batch 1 would specialize
                                 dynamic_shapes=({0: batch},)).module()
-    prepared = prepare_pt2e(graph, XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True)))
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for i in range(0, len(calibration), 64):
             prepared(calibration[i : i + 64])

@@ -54,7 +54,8 @@ def convert(module: torch.nn.Module, example: torch.Tensor, path, quantizer=None
             with atomic_path(path) as tmp:
                 model.export(str(tmp))
         except Exception as e:
-            raise RefusedError(f"export {path.name}: LiteRT conversion failed: {exporter_failure(e, 'LiteRT')}") from None
+            raise RefusedError(f"export {path.name}: LiteRT conversion failed: "
+                               f"{exporter_failure(e, 'LiteRT')}") from None
 
 
 def litert_int8(module: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor):
