@@ -133,7 +133,7 @@ def bench(
 
 @app.command()
 def check(
-    model: Path = typer.Argument(..., help="An exported .onnx, .ort or .mlpackage."),
+    model: Path = typer.Argument(..., help="An exported .onnx, .ort, .mlpackage, .pte or .tflite."),
     target: str = typer.Option(..., "--target", "-t", help="Target name or profile YAML."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -2,8 +2,8 @@
 will run off its accelerator (XNNPACK/NNAPI -> the CPU EP, the Neural Engine -> GPU/CPU).
 
 The rules are data (deployability.yaml, with a source for each list); this module only reads graphs and
-applies them. Reading works on .onnx, .ort and .mlpackage without running anything, so it works on Linux for
-every target. An op "off the accelerator" still runs: `ok` is False only when something cannot run at all."""
+applies them. Reading works on .onnx, .ort, .mlpackage, .pte and .tflite without running them, so it works on
+Linux for every target. An op "off the accelerator" still runs: `ok` is False only when something cannot run at all."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from edgedistill.targets import CoreMLSettings
 
 @dataclass
 class Graph:
-    """What a check needs from a model file: `kind` is "onnx", "ort" or "mil"; operators are "domain::op"."""
+    """What a check needs from a model file: `kind` is "onnx", "ort", "mil", "pte" or "tflite"; operators are
+    "domain::op"."""
 
     kind: str
     operators: dict[str, int]
@@ -43,12 +44,14 @@ def onnx_operators(path: str | Path) -> dict[str, int]:
 def read_graph(path: str | Path) -> Graph:
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: no such model; pass an .onnx, .ort or .mlpackage")
-    readers = {".onnx": _read_onnx, ".ort": _read_ort, ".mlpackage": _read_mlpackage}
+        raise UserError(f"{path}: no such model; pass an {KNOWN}")
+    readers = {".onnx": _read_onnx, ".ort": _read_ort, ".mlpackage": _read_mlpackage, ".pte": _read_pte,
+               ".tflite": _read_tflite}
     reader = readers.get(path.suffix)
     if reader is None:
-        raise UserError(f"{path}: cannot inspect a '{path.suffix}' file; pass an .onnx, .ort or .mlpackage")
-    what = {".onnx": "ONNX", ".ort": "ORT format", ".mlpackage": "Core ML"}[path.suffix]
+        raise UserError(f"{path}: cannot inspect a '{path.suffix}' file; pass an {KNOWN}")
+    what = {".onnx": "ONNX", ".ort": "ORT format", ".mlpackage": "Core ML", ".pte": "ExecuTorch",
+            ".tflite": "LiteRT"}[path.suffix]
     try:
         graph = reader(path)
     except UserError:
@@ -61,6 +64,21 @@ def read_graph(path: str | Path) -> Graph:
     if not graph.operators:
         raise UserError(f"{path}: holds no operators; is it really an exported {what} model?")
     return graph
+
+
+KNOWN = ".onnx, .ort, .mlpackage, .pte or .tflite"
+
+
+def _read_pte(path: Path) -> Graph:
+    from edgedistill.mobile_graphs import read_pte
+
+    return Graph("pte", read_pte(path)["operators"])
+
+
+def _read_tflite(path: Path) -> Graph:
+    from edgedistill.mobile_graphs import read_tflite
+
+    return Graph("tflite", read_tflite(path)["operators"])
 
 
 def _read_onnx(path: Path) -> Graph:
@@ -172,14 +190,15 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
      "outside_reduced_build", "ok", "notes"}; each flag is {"op", "count", "why"}."""
     graph = operators if isinstance(operators, Graph) else Graph(
         "mil" if any(k.startswith("mil::") for k in operators) else "onnx", dict(operators))
-    kind = "mil" if graph.kind == "mil" else "onnx"  # an .ort holds ONNX-domain ops: the same rules apply
+    kind = "onnx" if graph.kind == "ort" else graph.kind  # an .ort holds ONNX-domain ops: the same rules apply
     result = {"target": target.name, "runtime": target.runtime, "compute_unit": target.compute_unit,
               "accelerator": None, "graph": graph.kind, "operators": dict(sorted(graph.operators.items())),
               "unsupported": [], "off_accelerator": [], "outside_reduced_build": [], "ok": True, "notes": []}
     runtime_rules = rules().get(target.runtime, {})
     r = runtime_rules.get(kind)
     if r is None:
-        what = {"mil": "a Core ML program", "onnx": "an ONNX graph", "ort": "an ORT format graph"}[graph.kind]
+        what = {"mil": "a Core ML program", "onnx": "an ONNX graph", "ort": "an ORT format graph",
+                "pte": "an ExecuTorch program", "tflite": "a LiteRT model"}[graph.kind]
         result["unsupported"].append({"op": "*", "count": sum(graph.operators.values()),
                                       "why": f"{target.runtime} cannot load {what}"})
         result["ok"] = False
@@ -188,13 +207,14 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
     ignore = _names(r.get("ignore"))
     acc = (r.get("accelerators") or {}).get(target.compute_unit)
     reduced = r.get("reduced_build")
-    kernels = _ort_cpu_kernels() if r.get("kernels") == "onnxruntime-cpu" else None
+    kernels = {"onnxruntime-cpu": _ort_cpu_kernels, "executorch": _executorch_kernels}.get(r.get("kernels"), set)()
+    kernels = kernels | _names(r.get("delegates")) if kernels else None
     if acc:
         result["accelerator"] = acc["name"]
     for op, count in result["operators"].items():
         if op in ignore:
             continue
-        why = _cannot_run(op, kernels)
+        why = _cannot_run(op, kernels, r.get("kernels"))
         if why:
             result["unsupported"].append({"op": op, "count": count, "why": why})
             continue
@@ -211,8 +231,8 @@ def check(operators: dict[str, int] | Graph, target) -> dict:
 
 
 def check_file(path: str | Path, target) -> dict:
-    """check() on the operators of an .onnx, .ort or .mlpackage, and on an int8 file's weights where the target's
-    kernels saturate (int8_weights); adds {"model": path}."""
+    """check() on the operators of an .onnx, .ort, .mlpackage, .pte or .tflite, and on an int8 file's weights
+    where the target's kernels saturate (int8_weights); adds {"model": path}."""
     result = {"model": str(path), **check(read_graph(path), target)}
     int8_weights(Path(path), target, result)
     return result
@@ -255,10 +275,14 @@ def _names(by_domain: dict | None) -> set[str]:
     return {f"{domain}::{op}" for domain, ops in (by_domain or {}).items() for op in ops or []}
 
 
-def _cannot_run(op: str, kernels: set[str] | None) -> str | None:
+def _cannot_run(op: str, kernels: set[str] | None, source: str | None = None) -> str | None:
     if kernels is None or op in kernels:
         return None
     domain, name = op.split("::", 1)
+    if domain == "delegate":
+        return f"no {name} delegate in the runtime"
+    if source == "executorch":
+        return "no kernel of this name registered in the installed ExecuTorch runtime"
     if domain in ("ai.onnx", "ai.onnx.ml"):
         import onnx.defs
 
@@ -320,7 +344,7 @@ def _notes(graph: Graph, target, acc: dict | None, reduced: dict | None, kernels
     if graph.kind == "mil" and acc:
         notes.append("Core ML places ops when it compiles the model on the device: these are known limits, not a "
                      "guarantee (Xcode's performance report on a Mac shows the real placement)")
-    if kernels:
+    if kernels and graph.kind in ("onnx", "ort"):
         import onnxruntime
 
         notes.append(f"kernels checked against the installed onnxruntime {onnxruntime.__version__}")
@@ -337,6 +361,14 @@ def _ort_cpu_kernels() -> set[str]:
 
     return {f"{k.domain or 'ai.onnx'}::{k.op_name}" for k in ort_c.get_all_opkernel_def()
             if k.provider == "CPUExecutionProvider"}
+
+
+@functools.lru_cache(maxsize=1)
+def _executorch_kernels() -> set[str]:
+    """"aten::convolution.out"-style names of every kernel the installed ExecuTorch runtime registers."""
+    from executorch.runtime import Runtime
+
+    return set(Runtime.get().operator_registry.operator_names)
 
 
 def summarize(result: dict) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "torchao", "torch-pruning", "coremltools", "numpy", "scikit-learn",
             "pydantic", "edgedistill")
+OPTIONAL = ("executorch", "litert-torch", "ai-edge-litert")  # listed when installed (their extras)
 
 
 def _cpu_name() -> str:
@@ -41,6 +42,11 @@ def collect(device: str) -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    for name in OPTIONAL:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     from edgedistill.targets import host_cpu_flags
 
     flags = sorted(f for f in host_cpu_flags() if f.startswith(("avx", "fma", "amx", "neon", "asimd", "sve", "dotprod")))

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edgedistill.errors import UserError
 from edgedistill.host import host_arch, host_cpu_flags
@@ -22,10 +22,20 @@ class CoreMLSettings(Strict):
     compute_units: Literal["ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"] = "ALL"
 
 
+# The runtimes an app on each platform can load: ExecuTorch ships for Android and iOS, LiteRT for Android (and
+# Linux boards), Core ML for Apple platforms only.
+RUNTIMES_BY_OS = {"android": ("ort-mobile", "executorch", "litert"), "ios": ("coreml", "executorch"),
+                  "linux": ("onnxruntime", "ort-mobile", "executorch", "litert")}
+DEFAULT_OS = {"coreml": "ios", "ort-mobile": "android", "onnxruntime": "linux"}
+
+
 class TargetProfile(Strict):
     name: str
     description: str = ""
-    runtime: Literal["coreml", "ort-mobile", "onnxruntime"]
+    runtime: Literal["coreml", "ort-mobile", "onnxruntime", "executorch", "litert"]
+    os: Literal["android", "ios", "linux"] | None = Field(
+        None, description="the platform the app runs on; default from the runtime (coreml: ios, ort-mobile: "
+                          "android, onnxruntime: linux); required for executorch and litert, which ship for several")
     compute_unit: Literal["cpu", "gpu", "ane"] = "cpu"
     arch: Literal["arm64", "x86_64"]
     isa: list[str] = Field(default_factory=list, description="CPU features the runtime's kernels need")
@@ -42,6 +52,23 @@ class TargetProfile(Strict):
     int8_arithmetic: Literal["exact", "pair-saturating"] | None = Field(
         None, description="how the runtime's int8 kernels add up u8*s8 products: 'exact' (int32: VNNI, ARM dot "
                           "product) or 'pair-saturating' (int16 pairs: x86 without VNNI); default: from arch and isa")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_os(cls, data):
+        if isinstance(data, dict) and data.get("os") is None and data.get("runtime") in DEFAULT_OS:
+            data = {**data, "os": DEFAULT_OS[data["runtime"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _runtime_fits_os(self):
+        if self.os is None:
+            raise ValueError(f"os: runtime {self.runtime} ships for several platforms; name the profile's os "
+                             f"({', '.join(o for o, r in RUNTIMES_BY_OS.items() if self.runtime in r)})")
+        if self.runtime not in RUNTIMES_BY_OS[self.os]:
+            raise ValueError(f"runtime: {self.runtime} does not run on {self.os}; use one of "
+                             f"{', '.join(RUNTIMES_BY_OS[self.os])}")
+        return self
 
     def runs_on_host(self) -> bool:
         """True when this machine can stand in for the target (same ISA family and CPU features), so

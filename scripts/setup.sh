@@ -2,6 +2,8 @@
 # Creates .venv if missing and installs edgedistill with its pinned stack (sourced by demo.sh and test.sh).
 # Reinstalls only when pyproject.toml (or EDGEDISTILL_VISION) changed since the last install.
 # EDGEDISTILL_VISION=0: no timm/torchvision, torch's 1.5 GB CPU wheel instead of the 5 GB CUDA pair.
+# EDGEDISTILL_EDGE=0: no ExecuTorch or LiteRT (the executorch and litert extras, about 1 GB; their formats and
+# tests are then unavailable and skip).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,7 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.edgedistill-installed
 vision=${EDGEDISTILL_VISION:-1}
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) vision=$vision"
+edge=${EDGEDISTILL_EDGE:-1}
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) vision=$vision edge=$edge"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     if [ "$vision" = 1 ]; then
@@ -24,7 +27,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         .venv/bin/python -m pip install --quiet "torch==2.13.0"
         extras="test"
     fi
+    if [ "$edge" = 1 ]; then
+        extras="$extras,executorch,litert"
+    fi
     .venv/bin/python -m pip install --quiet -e ".[$extras]"
+    if [ "$edge" = 1 ]; then
+        # The LiteRT converter without its declared dependencies (pyproject.toml's litert extra says why).
+        .venv/bin/python -m pip install --quiet --no-deps "litert-torch==0.10.0" "litert-converter==0.5.0" \
+            "ai-edge-quantizer==0.10.0"
+    fi
     echo "$want" > "$stamp"
 fi
 export TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1 HF_HUB_OFFLINE=1 NNCF_EXTENSION_LOAD_TIMEOUT=300

@@ -145,7 +145,7 @@ def test_minimal_html_has_no_plots_and_says_why():
     page = render_html(dict(MINIMAL))
     assert "<svg" not in page
     assert "No training history was recorded." in page
-    assert "No Core ML or .ort artifact" in page
+    assert "No Core ML, .ort, .pte or .tflite artifact" in page
 
 
 @pytest.mark.parametrize("render", [render_markdown, render_html])

@@ -1,5 +1,6 @@
 """Exporters: each format is a plug-in registered in EXPORTERS (ONNX fp32 and int8, ONNX Runtime Mobile .ort,
-Core ML .mlpackage, optimum's Hugging Face ONNX directory, a causal LM's ONNX with a KV cache). An exporter
+Core ML .mlpackage, optimum's Hugging Face ONNX directory, a causal LM's ONNX with a KV cache, ExecuTorch .pte,
+LiteRT .tflite). An exporter
 writes typed Artifacts for the run's task and names the runtime (edgedistill.runtimes) that loads them; the
 export and bench stages only loop over them.
 
@@ -27,7 +28,7 @@ class Artifact:
     """One exported file or directory. `record()` is its entry in the export record and report.json."""
 
     role: str  # "teacher" or "student"
-    kind: str  # the report's kind: "onnx-fp32", "onnx-int8", "ort", "coreml", "hf-onnx"
+    kind: str  # the report's kind: "onnx-fp32", "onnx-int8", "ort", "coreml", "hf-onnx", "pte", "tflite"...
     precision: str  # "fp32", "int8", "fp16", "w8a8", "w8", "fp32+int8"
     path: Path  # absolute
     exporter: str = ""  # the registry name of the exporter that wrote it
@@ -104,7 +105,8 @@ class Exporter:
 # In the order they run (a converter's source is written before it); plug-ins from entry points run after them.
 EXPORTERS: Registry[Exporter] = Registry("exporter", builtins=(
     "edgedistill.exporters.onnx_fp32", "edgedistill.exporters.hf_onnx", "edgedistill.exporters.onnx_int8",
-    "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv"))
+    "edgedistill.exporters.ort_mobile", "edgedistill.exporters.coreml", "edgedistill.exporters.onnx_kv",
+    "edgedistill.exporters.executorch", "edgedistill.exporters.litert"))
 
 
 def serving(task: str) -> list[Exporter]:

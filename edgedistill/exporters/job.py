@@ -59,5 +59,33 @@ class ExportJob:
                                                          self.x.numpy(), pad_id=self.spec.pad_id or 0)
         return self._outputs[path, reference]
 
+    @cached_property
+    def int8_weights(self) -> tuple:
+        """(fp32 student, where its weights came from) for exporters that quantize with their own runtime's
+        quantizer: the QAT stage's fine-tuned weights when it ran (its saved prepared graph holds them under the
+        student's own parameter names), else the fp32 student's."""
+        import torch
+
+        from edgedistill import io
+
+        student = copy.deepcopy(self.modules["student"])
+        saved = next(iter(sorted(self.out.glob("*-qat/model.pt"))), None)
+        if self.quantized is None or saved is None:
+            return student, "the fp32 student (no QAT stage)"
+        own = student.state_dict()
+        tuned = {k: v for k, v in io.load_torch(saved).items() if k in own and v.shape == own[k].shape}
+        if not any(k.endswith("weight") for k in tuned):
+            return student, "the fp32 student (the QAT weights did not match its parameters)"
+        with torch.no_grad():
+            student.load_state_dict(tuned, strict=False)
+        return student.eval(), f"the QAT-fine-tuned student ({len(tuned)} of {len(own)} tensors)"
+
+    def calibration(self, n: int = 512):
+        """The head of the training split (a data-free run: its transfer set), as the model takes it."""
+        from edgedistill.data.split import split_of
+        from edgedistill.tasks.fitting import training_data
+
+        return split_of(training_data(self.ctx, self.state).x_train).head(n).cpu().float()
+
     def find(self, kind: str, role: str = "student") -> Artifact | None:
         return next((a for a in self.artifacts if a.kind == kind and a.role == role), None)

@@ -83,14 +83,37 @@ def artifact_table(report: dict) -> Table:
     notes = tuple(f"{_text(a.get('path'))}: {a['latency_note']}" for a in artifacts if a.get("latency_note"))
     rows = [[_text(a.get("role")), _text(a.get("kind")), _text(a.get("path")), _fmt(a.get("size_bytes"), ",.1f", 1e-3),
              _fmt(a.get("accuracy"), ".2f", 100), _latency(a.get("latency_ms"))] for a in artifacts]
+    headers, align = ["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90"], "llcrrr"
+    if any(isinstance(a.get("graph"), dict) for a in artifacts):
+        # Beside the latency: how much of the file computes in integer and how much its delegate takes.
+        for row, a in zip(rows, artifacts):
+            row.append(_composition(_dict(a.get("graph"))))
+        headers, align = [*headers, "integer / delegated"], align + "l"
+        notes += tuple(f"{_text(a.get('path'))}: left outside the {_text(a['graph'].get('delegate'))} delegate: "
+                       + ", ".join(f"{op} x{n}" for op, n in _dict(a["graph"].get("left_on_cpu")).items())
+                       for a in artifacts if isinstance(a.get("graph"), dict) and a["graph"].get("left_on_cpu"))
     if any(isinstance(a.get(k), dict) for a in artifacts for k in ("latency_estimated_ms", "on_device_ms")):
         # The target itself: timed on the attached device, or else its roofline estimate, beside the host figure.
         for row, a in zip(rows, artifacts):
             est = _dict(a.get("on_device_ms")) or _dict(a.get("latency_estimated_ms"))
             row.append(f"{_fmt(est.get('p50'), '.3f')} ms ({est['kind']})" if est.get("kind") else NA)
-        return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90", "on target p50"],
-                     rows, "llcrrrr", notes)
-    return Table(["role", "kind", "path", "size (KB)", "accuracy (%)", "latency p50 / p90"], rows, "llcrrr", notes)
+        return Table([*headers, "on target p50"], rows, align + "r", notes)
+    return Table(headers, rows, align, notes)
+
+
+def _composition(graph: dict) -> str:
+    """'100% int8 (4/4 conv/linear), 100% XNNPACK (1 partition)', or n/a for a file not read this way."""
+    if not graph:
+        return NA
+    parts = []
+    if _num(graph.get("integer_fraction")) is not None:
+        parts.append(f"{_fmt(graph['integer_fraction'], '.0f', 100)}% int8 ({_text(graph.get('integer_compute_ops'))}/"
+                     f"{_text(graph.get('compute_ops'))} conv/linear)")
+    if _num(graph.get("delegated_fraction")) is not None:
+        n = _num(graph.get("partitions")) or 0
+        parts.append(f"{_fmt(graph['delegated_fraction'], '.0f', 100)}% {_text(graph.get('delegate'))} "
+                     f"({n:.0f} partition{'' if n == 1 else 's'})")
+    return ", ".join(parts) or NA
 
 
 def parity_table(report: dict) -> Table:
@@ -663,13 +686,17 @@ def _usage_html(report: dict) -> str:
                           for kind in ("input", "output") for t in _records(usage.get(f"{kind}s")))
     parts = [f"<p class=muted>{described or 'Input and output names were not recorded'}"
              f"{'; ' + html.escape(io_.norm) if io_.norm else ''}.</p>"]
-    for title, kind, snippet in (("Swift (Core ML, iOS and macOS)", "coreml", _swift),
-                                 ("Kotlin (ONNX Runtime, Android)", "ort", _kotlin)):
+    from edgedistill.report.edge_snippets import SNIPPETS
+
+    for title, kind, snippet in (("Swift (Core ML, iOS and macOS)", "coreml", lambda p, u, i, a: _swift(p, u, i)),
+                                 ("Kotlin (ONNX Runtime, Android)", "ort", lambda p, u, i, a: _kotlin(p, u, i)),
+                                 *SNIPPETS):
         if (art := _pick(artifacts, kind)) is not None:
-            code = snippet(PurePosixPath(_text(art.get("path"))), usage, io_)
-            parts.append(f"<h3>{title}</h3>\n<pre><code>{html.escape(code)}</code></pre>")
+            code = snippet(PurePosixPath(_text(art.get("path"))), usage, io_, art)
+            parts.append(f"<h3>{title}: <code>{html.escape(PurePosixPath(_text(art.get('path'))).name)}</code>"
+                         f"</h3>\n<pre><code>{html.escape(code)}</code></pre>")
     if len(parts) == 1:
-        parts.append("<p>No Core ML or .ort artifact was exported in this run.</p>")
+        parts.append("<p>No Core ML, .ort, .pte or .tflite artifact was exported in this run.</p>")
     return "\n".join(parts)
 
 

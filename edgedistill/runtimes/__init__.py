@@ -1,5 +1,5 @@
 """Runtimes that run exported models: ONNX Runtime here (plain files, and causal LMs with their KV cache),
-Core ML on macOS, ONNX Runtime on an Android phone (adb).
+Core ML on macOS, ONNX Runtime on an Android phone (adb), ExecuTorch and LiteRT (their CPU delegates, here).
 
 Each is a plug-in registered in RUNTIMES: it loads an exported Artifact, runs it on the held-out set in the
 target's arithmetic (accuracy) and times it. An exporter names the runtime that loads its artifacts."""
@@ -57,6 +57,23 @@ class BenchJob:
         return self.ctx.target
 
 
+def held_out_bench(artifact, job: BenchJob, label: str, outputs: Callable, call_one: Callable) -> dict:
+    """A classifier file's bench fields: held-out accuracy and confusion from `outputs(x)`, batch-1 latency of
+    `call_one(x[:1])` (a closure that runs the loaded file once), labelled `label`."""
+    from edgedistill.io import dir_size
+
+    cfg, spec = job.cfg, job.ctx.data.spec
+    x, y = job.ctx.data.x_test.cpu().numpy(), job.ctx.data.y_test.cpu().numpy()
+    out = outputs(x)
+    pred = out.argmax(-1)
+    lat = time_calls(call_one(x[:1]), cfg.warmup, cfg.repeats)
+    job.ctx.log(f"    {artifact.role:<7} {artifact.kind + ' ' + artifact.precision:<9} acc {float((pred == y).mean()):.4f}  p50 {lat['p50']:.3f} ms "
+                f"({job.kind}, {job.threads} thr)  {dir_size(artifact.path):,} B")
+    return {"accuracy": float((pred == y).mean()),
+            "confusion": confusion_matrix(y, pred, max(int(spec.num_classes), out.shape[-1])),
+            "latency_ms": {**lat, "kind": job.kind, "threads": job.threads, "batch": 1, "runtime": label}}
+
+
 class Runtime:
     """Loads, runs and times one kind of exported artifact."""
 
@@ -87,7 +104,7 @@ class Runtime:
 
 RUNTIMES: Registry[Runtime] = Registry("runtime", builtins=(
     "edgedistill.runtimes.onnxruntime", "edgedistill.runtimes.onnxruntime_kv", "edgedistill.runtimes.coreml",
-    "edgedistill.runtimes.adb"))
+    "edgedistill.runtimes.adb", "edgedistill.runtimes.executorch", "edgedistill.runtimes.litert"))
 
 
 def for_target(target) -> Runtime | None:

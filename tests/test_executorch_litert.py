@@ -1,0 +1,127 @@
+"""ExecuTorch (.pte) and LiteRT (.tflite): target profiles that name them, the Core ML delegate program for iOS,
+what the deployability check and the report read from the files, and a whole digits run writing both.
+The exporter/runtime contract (tests/test_exporter_contract.py) covers writing, parity and timing of both."""
+
+import json
+from pathlib import PurePosixPath
+from types import SimpleNamespace
+
+import pytest
+
+from edgedistill.errors import UserError
+from edgedistill.runtimes import RUNTIMES
+from edgedistill.targets import load_target
+
+needs_executorch = pytest.mark.skipif(not RUNTIMES.get("executorch").available(),
+                                      reason=RUNTIMES.get("executorch").unavailable)
+needs_litert = pytest.mark.skipif(not RUNTIMES.get("litert").available(), reason=RUNTIMES.get("litert").unavailable)
+
+
+def _profile(tmp_path, **fields):
+    import yaml
+
+    base = {"name": "p", "arch": "arm64", "precision": "int8", **fields}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def test_profiles_name_a_runtime_their_os_runs(tmp_path):
+    assert load_target("pixel-8-executorch").os == "android" and load_target("pixel-8").os == "android"
+    assert load_target("iphone-15-pro").os == "ios" and load_target("pixel-8-litert").runtime == "litert"
+    with pytest.raises(UserError, match=r"os: runtime executorch ships for several platforms"):
+        load_target(_profile(tmp_path, runtime="executorch"))
+    with pytest.raises(UserError, match=r"runtime: litert does not run on ios; use one of coreml, executorch"):
+        load_target(_profile(tmp_path, runtime="litert", os="ios"))
+
+
+@needs_executorch
+def test_ios_target_gets_a_core_ml_delegate_program_checked_not_run(tmp_path):
+    from edgedistill.deployability import check_file
+    from edgedistill.exporters import EXPORTERS
+    from edgedistill.exporters.job import ExportJob
+    from edgedistill.pipeline import State
+    from edgedistill.recipe import load_recipe
+    from tests.helpers import SPEC, batch, cnn
+
+    x, y = batch(40, seed=3)
+    data = SimpleNamespace(x_train=batch(128, seed=1)[0], y_train=None, x_test=x, y_test=y, spec=SPEC)
+    target = load_target("iphone-15-pro-executorch")
+    (tmp_path / "07-export").mkdir()
+    ctx = SimpleNamespace(recipe=load_recipe("digits"), target=target, data=data, out=tmp_path, log=lambda m: None)
+    job = ExportJob(ctx, State(teacher=cnn(seed=0), student=cnn((8, 16, 16), seed=1)), tmp_path / "07-export")
+    artifacts = {a.kind + "/" + a.precision: a for a in EXPORTERS.get("executorch").export(job)}
+    assert set(artifacts) == {"pte/fp32", "pte/int8", "pte-coreml/fp16"}
+    assert artifacts["pte/int8"].for_target and not artifacts["pte/fp32"].for_target
+    coreml = artifacts["pte-coreml/fp16"]
+    assert coreml.fields["graph"]["delegate"] == "CoreML" and coreml.fields["graph"]["delegated_fraction"] > 0.5
+    assert "Apple devices" in coreml.fields["parity_note"] and not coreml.parity
+    check = check_file(coreml.path, target)
+    assert check["ok"] and "delegate::CoreMLBackend" in check["operators"]
+    assert RUNTIMES.get("executorch").bench(coreml, None)["latency_note"]  # not run here, said why
+    int8 = artifacts["pte/int8"]
+    assert int8.fields["graph"]["integer_fraction"] == 1.0 and int8.fields["weights_from"].startswith("the fp32")
+    check = check_file(int8.path, target)  # every op inside the XNNPACK partition
+    assert check["ok"] and not check["off_accelerator"] and check["accelerator"] == "XNNPACK delegate"
+
+
+def test_deployability_refuses_what_it_cannot_read(tmp_path):
+    from edgedistill.deployability import read_graph
+
+    bad = tmp_path / "m.pte"
+    bad.write_bytes(b"not a program")
+    with pytest.raises(UserError, match=r"m\.pte: (not a readable ExecuTorch model|reading an ExecuTorch model needs)"):
+        read_graph(bad)
+    with pytest.raises(UserError, match=r"cannot inspect a '\.bin' file; pass an \.onnx, \.ort, \.mlpackage, "
+                                        r"\.pte or \.tflite"):
+        (tmp_path / "m.bin").write_bytes(b"x")
+        read_graph(tmp_path / "m.bin")
+
+
+def test_app_snippets_carry_the_files_names_shapes_and_int8_scales():
+    from edgedistill.report.edge_snippets import kotlin_pte, kotlin_tflite, swift_pte
+    from edgedistill.report.render import _io
+
+    usage = {"labels": ["a", "b"], "mean": [0.5], "std": [0.2],
+             "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}]}
+    tflite = {"kind": "tflite", "io": {
+        "inputs": [{"name": "serving_default_args_0", "shape": [1, 1, 8, 8], "dtype": "int8", "scale": 0.02,
+                    "zero_point": -3}],
+        "outputs": [{"name": "serving_default_output_0_output", "shape": [1, 2], "dtype": "int8", "scale": 0.1,
+                     "zero_point": 5}]}}
+    code = kotlin_tflite(PurePosixPath("07-export/student.int8.tflite"), usage, _io(usage), tflite)
+    assert "x / 0.02f + (-3)" in code and "(it - (5)) * 0.1f" in code and "ByteArray(2)" in code
+    assert '"student.int8.tflite"' in code and "serving_default_args_0" in code
+    pte = {"kind": "pte", "io": {"inputs": [{"shape": [1, 1, 8, 8], "dtype": "float"}], "outputs": []}}
+    assert "longArrayOf(1, 1, 8, 8)" in kotlin_pte(PurePosixPath("student.int8.pte"), usage, _io(usage), pte)
+    swift = swift_pte(PurePosixPath("student.int8.pte"), usage, _io(usage), pte)
+    assert 'forResource: "student.int8", ofType: "pte"' in swift and "shape: [1, 1, 8, 8]" in swift
+
+
+@pytest.mark.slow
+@needs_executorch
+@needs_litert
+def test_digits_run_writes_pte_and_tflite_within_tolerance_and_times_them(tmp_path):
+    from edgedistill import pipeline
+    from edgedistill.recipe import load_recipe
+
+    recipe = load_recipe("digits", ["stages.teacher.epochs=3", "stages.distill.epochs=2", "stages.prune.epochs=1",
+                                    "stages.qat.epochs=1", "stages.bench.repeats=20",
+                                    "stages.export.formats=[onnx, executorch, litert]"])
+    pipeline.run(recipe, load_target("pixel-8-executorch"), tmp_path, quiet=True)
+    report = json.loads((tmp_path / "report.json").read_text())
+    files = {a["path"]: a for a in report["artifacts"]}
+    for name in ("student.fp32.pte", "student.int8.pte", "student.fp32.tflite", "student.int8.tflite"):
+        art = files[f"07-export/{name}"]
+        assert art["latency_ms"]["p50"] > 0 and art["latency_ms"]["kind"] == "measured-host"
+        assert art["accuracy"] > 0.8 and art["graph"]["delegated_fraction"] == 1.0
+        if "int8" in name:
+            assert art["graph"]["integer_fraction"] == 1.0 and art["weights_from"].startswith("the QAT-fine-tuned")
+    judged = {p["to"]: p for p in report["parity"]}
+    assert judged["student int8 (executorch)"]["top1_agreement"] >= recipe.stages.export.int8_min_agreement
+    assert judged["student fp32 (litert)"]["max_abs"] <= recipe.stages.export.fp32_max_abs
+    assert files["07-export/student.int8.pte"]["deployability"]["ok"]  # the target's own format, checked
+    assert report["headline"]["artifact"] == "07-export/student.int8.pte"
+    html = (tmp_path / "report.html").read_text()
+    assert "Kotlin (LiteRT, Android)" in html and "Swift (ExecuTorch, iOS)" in html
+    assert "integer / delegated" in (tmp_path / "report.md").read_text()
