@@ -25,9 +25,12 @@ FAST = {"stages.teacher.epochs": 3, "stages.teacher.lr": 0.002, "stages.teacher.
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
+    return make_photos(tmp_path_factory.mktemp("photos"))
+
+
+def make_photos(root):
     """Three classes told apart by the colour of a blob on a noisy background, as JPEG and PNG files of five
     sizes, with a held-out split."""
-    root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(0)
     k = 0
     for split, n in (("train", 16), ("test", 6)):
