@@ -64,37 +64,6 @@ def _quantization_config(scheme: str, weight_range: tuple[int, int] = FULL_RANGE
     return config
 
 
-def _ort_quantizer():
-    """torchao's X86 quantizer with every residual Add quantized on both inputs.
-
-    For inductor it fuses conv -> add (-> relu): the conv's output stays float and only the Add's other input
-    is fake-quantized. ONNX Runtime can fuse neither half of that: the conv runs in float and every block
-    converts between int8 NHWC and float NCHW, which made a QAT ResNet-20 slower than fp32 (0.90 vs 0.73 ms).
-    With a fake-quant on the conv side too, training sees the rounding that ORT will do, and the export
-    becomes DQ -> Conv -> Q (QLinearConv) and DQ, DQ -> Add -> Relu -> Q (QLinearAdd)."""
-    import torch.fx
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_input_act_qspec
-
-    class OrtQuantizer(X86InductorQuantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
-            adds = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
-            for node in model.graph.nodes:
-                ann = node.meta.get("quantization_annotation")
-                if ann is not None and not ann.input_qspec_map and ann.output_qspec is None:
-                    # "keep float" (a None module config): no annotation at all, the form torchao's conv-bn
-                    # QAT fusion expects (an empty one makes it fail)
-                    del node.meta["quantization_annotation"]
-                    continue
-                if node.target in adds and ann is not None and ann.input_qspec_map and self.global_config:
-                    for arg in node.args:
-                        if isinstance(arg, torch.fx.Node) and arg not in ann.input_qspec_map:
-                            ann.input_qspec_map[arg] = get_input_act_qspec(self.global_config)
-            return model
-
-    return OrtQuantizer()
-
-
 def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u8s8",
                 fp32_blocks: list[str] = (), weight_range: tuple[int, int] = FULL_RANGE) -> torch.fx.GraphModule:
     """Export the fp32 model (batch dimension dynamic: the last batch of an epoch is smaller) and insert
@@ -103,13 +72,14 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
     trainable in the graph and is folded into the convs at `convert`."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+    from edgedistill.qdq_annotation import make_quantizer
+
     device = next(module.parameters()).device
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = spec.example_input(2).to(device)
+    nudge_zero_bn_weights(module)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    quantizer = _ort_quantizer().set_global(_quantization_config(scheme, weight_range))
-    for block in fp32_blocks:
-        quantizer.set_module_name_qconfig(block, None)
+    quantizer = make_quantizer(_quantization_config(scheme, weight_range), fp32_blocks)
     prepared = prepare_qat_pt2e(graph, quantizer)
     if not any(name.startswith("activation_post_process") for name, _ in prepared.named_children()):
         # Seen with torch 2.11 + torchao 0.18: the quantizer's patterns match nothing and QAT would
@@ -117,6 +87,25 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
         raise RefusedError(f"qat: the int8 quantizer found no layer to quantize with torch {torch.__version__}; "
                            "run the qat stage with torch 2.13 (the earlier stages resume from the run directory)")
     return prepared
+
+
+ZERO_BN_WEIGHT = 1e-6
+
+
+def nudge_zero_bn_weights(module: nn.Module) -> int:
+    """Set BatchNorm weights that are exactly 0 to ZERO_BN_WEIGHT (in place); returns how many.
+
+    QAT's conv-BN fusion runs conv(x, w * gamma / std) / (gamma / std): a zero gamma (timm's ResNets zero-init
+    the last BN of each residual block) makes it 0 / 0, NaN everywhere downstream. 1e-6 times a normalized
+    activation is far below any int8 step, so the block still starts as the identity."""
+    count = 0
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                zero = m.weight == 0
+                count += int(zero.sum())
+                m.weight[zero] = ZERO_BN_WEIGHT
+    return count
 
 
 def set_mode(model: nn.Module, training: bool) -> None:
