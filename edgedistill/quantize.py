@@ -124,6 +124,7 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     set_mode(prepared, False)
+    drop_batch_counters(prepared)
     targets = {str(n.target) for n in prepared.graph.nodes if n.op == "call_function"}
     only_conv2d = not any(t in targets for t in ("aten.conv1d.default", "aten.conv_transpose1d.default",
                                                    "aten.conv_transpose2d.input", "aten.conv3d.default"))
@@ -142,6 +143,23 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
         return convert_pt2e(prepared)
     finally:
         qat_utils._fold_conv_bn_qat_helper = original
+
+
+def drop_batch_counters(graph_module: torch.fx.GraphModule) -> int:
+    """Remove the in-place `num_batches_tracked += 1` that a training-mode export keeps for BatchNorms which
+    count batches themselves (timm's BatchNormAct2d); returns how many. Nothing reads the counter once the
+    momentum is fixed, but Core ML converts a buffer mutation into model state, which needs iOS 18."""
+    graph, dropped = graph_module.graph, 0
+    for node in list(graph.nodes):
+        counter = node.args[0] if node.op == "call_function" and node.args else None
+        if (node.target is torch.ops.aten.add_.Tensor and not node.users and isinstance(counter, torch.fx.Node)
+                and counter.op == "get_attr" and str(counter.target).endswith("num_batches_tracked")):
+            graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        graph.eliminate_dead_code()
+        graph_module.recompile()
+    return dropped
 
 
 def _feeds(model, calibration: np.ndarray, batch_size: int) -> list[dict]:
