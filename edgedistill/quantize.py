@@ -81,12 +81,50 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
     quantizer = make_quantizer(_quantization_config(scheme, weight_range), fp32_blocks)
     prepared = prepare_qat_pt2e(graph, quantizer)
+    setattr(prepared, BN_LITERALS, {f"{name}.running_var": (0.1 if m.momentum is None else m.momentum, m.eps)
+                                    for name, m in module.named_modules()
+                                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None})
+    restore_batch_norm_literals(prepared)
     if not any(name.startswith("activation_post_process") for name, _ in prepared.named_children()):
         # Seen with torch 2.11 + torchao 0.18: the quantizer's patterns match nothing and QAT would
         # silently train a float model.
         raise RefusedError(f"qat: the int8 quantizer found no layer to quantize with torch {torch.__version__}; "
                            "run the qat stage with torch 2.13 (the earlier stages resume from the run directory)")
     return prepared
+
+
+BN_LITERALS = "batch_norm_literals"  # prepared-graph attribute: running_var's name -> (momentum, eps)
+
+
+def restore_batch_norm_literals(prepared: torch.fx.GraphModule) -> int:
+    """Give each BatchNorm of a prepared graph its own module's momentum and eps again; returns how many ops changed.
+
+    torchao rewrites BatchNorms from patterns with momentum 0.1 and eps 1e-5 baked in: the QAT conv-BN fusion
+    (it copies the conv's literal arguments, not the BatchNorm's) and every train/eval switch. torchvision's
+    MobileNetV3 uses eps 1e-3: with 1e-5 its near-constant channels grew up to 10x per layer, and the eval-mode
+    logits came out 1000x the fp32 ones. The fused pattern reads eps twice: running_var + eps (the weight
+    scale) and batch_norm's own."""
+    literals = getattr(prepared, BN_LITERALS, {})
+    changed = 0
+    for node in prepared.graph.nodes:
+        if node.op != "call_function" or node.target not in (torch.ops.aten.batch_norm.default, torch.ops.aten.add.Tensor):
+            continue
+        bn = node.target is torch.ops.aten.batch_norm.default
+        var = node.args[4] if bn else node.args[0]
+        if not (isinstance(var, torch.fx.Node) and var.op == "get_attr" and var.target in literals):
+            continue
+        momentum, eps = literals[var.target]
+        if bn:  # input, weight, bias, running mean, running var, training, momentum, eps, cudnn_enabled
+            args = (*node.args[:6], momentum, eps, *node.args[8:])
+        elif len(node.args) == 2 and isinstance(node.args[1], float):  # the fused pattern's running_var + eps
+            args = (var, eps)
+        else:
+            continue
+        changed += args != tuple(node.args)
+        node.args = args
+    if changed:
+        prepared.recompile()
+    return changed
 
 
 ZERO_BN_WEIGHT = 1e-6
@@ -113,6 +151,7 @@ def set_mode(model: nn.Module, training: bool) -> None:
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     (move_exported_model_to_train if training else move_exported_model_to_eval)(model)
+    restore_batch_norm_literals(model)  # the switch rewrote them to torchao's defaults
 
 
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
