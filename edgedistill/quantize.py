@@ -64,37 +64,6 @@ def _quantization_config(scheme: str, weight_range: tuple[int, int] = FULL_RANGE
     return config
 
 
-def _ort_quantizer():
-    """torchao's X86 quantizer with every residual Add quantized on both inputs.
-
-    For inductor it fuses conv -> add (-> relu): the conv's output stays float and only the Add's other input
-    is fake-quantized. ONNX Runtime can fuse neither half of that: the conv runs in float and every block
-    converts between int8 NHWC and float NCHW, which made a QAT ResNet-20 slower than fp32 (0.90 vs 0.73 ms).
-    With a fake-quant on the conv side too, training sees the rounding that ORT will do, and the export
-    becomes DQ -> Conv -> Q (QLinearConv) and DQ, DQ -> Add -> Relu -> Q (QLinearAdd)."""
-    import torch.fx
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_input_act_qspec
-
-    class OrtQuantizer(X86InductorQuantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
-            adds = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
-            for node in model.graph.nodes:
-                ann = node.meta.get("quantization_annotation")
-                if ann is not None and not ann.input_qspec_map and ann.output_qspec is None:
-                    # "keep float" (a None module config): no annotation at all, the form torchao's conv-bn
-                    # QAT fusion expects (an empty one makes it fail)
-                    del node.meta["quantization_annotation"]
-                    continue
-                if node.target in adds and ann is not None and ann.input_qspec_map and self.global_config:
-                    for arg in node.args:
-                        if isinstance(arg, torch.fx.Node) and arg not in ann.input_qspec_map:
-                            ann.input_qspec_map[arg] = get_input_act_qspec(self.global_config)
-            return model
-
-    return OrtQuantizer()
-
-
 def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u8s8",
                 fp32_blocks: list[str] = (), weight_range: tuple[int, int] = FULL_RANGE) -> torch.fx.GraphModule:
     """Export the fp32 model (batch dimension dynamic: the last batch of an epoch is smaller) and insert
@@ -103,14 +72,19 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
     trainable in the graph and is folded into the convs at `convert`."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+    from edgedistill.qdq_annotation import make_quantizer
+
     device = next(module.parameters()).device
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = spec.example_input(2).to(device)
+    nudge_zero_bn_weights(module)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    quantizer = _ort_quantizer().set_global(_quantization_config(scheme, weight_range))
-    for block in fp32_blocks:
-        quantizer.set_module_name_qconfig(block, None)
+    quantizer = make_quantizer(_quantization_config(scheme, weight_range), fp32_blocks)
     prepared = prepare_qat_pt2e(graph, quantizer)
+    setattr(prepared, BN_LITERALS, {f"{name}.running_var": (0.1 if m.momentum is None else m.momentum, m.eps)
+                                    for name, m in module.named_modules()
+                                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None})
+    restore_batch_norm_literals(prepared)
     if not any(name.startswith("activation_post_process") for name, _ in prepared.named_children()):
         # Seen with torch 2.11 + torchao 0.18: the quantizer's patterns match nothing and QAT would
         # silently train a float model.
@@ -119,11 +93,65 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
     return prepared
 
 
+BN_LITERALS = "batch_norm_literals"  # prepared-graph attribute: running_var's name -> (momentum, eps)
+
+
+def restore_batch_norm_literals(prepared: torch.fx.GraphModule) -> int:
+    """Give each BatchNorm of a prepared graph its own module's momentum and eps again; returns how many ops changed.
+
+    torchao rewrites BatchNorms from patterns with momentum 0.1 and eps 1e-5 baked in: the QAT conv-BN fusion
+    (it copies the conv's literal arguments, not the BatchNorm's) and every train/eval switch. torchvision's
+    MobileNetV3 uses eps 1e-3: with 1e-5 its near-constant channels grew up to 10x per layer, and the eval-mode
+    logits came out 1000x the fp32 ones. The fused pattern reads eps twice: running_var + eps (the weight
+    scale) and batch_norm's own."""
+    literals = getattr(prepared, BN_LITERALS, {})
+    changed = 0
+    for node in prepared.graph.nodes:
+        if node.op != "call_function" or node.target not in (torch.ops.aten.batch_norm.default, torch.ops.aten.add.Tensor):
+            continue
+        bn = node.target is torch.ops.aten.batch_norm.default
+        var = node.args[4] if bn else node.args[0]
+        if not (isinstance(var, torch.fx.Node) and var.op == "get_attr" and var.target in literals):
+            continue
+        momentum, eps = literals[var.target]
+        if bn:  # input, weight, bias, running mean, running var, training, momentum, eps, cudnn_enabled
+            args = (*node.args[:6], momentum, eps, *node.args[8:])
+        elif len(node.args) == 2 and isinstance(node.args[1], float):  # the fused pattern's running_var + eps
+            args = (var, eps)
+        else:
+            continue
+        changed += args != tuple(node.args)
+        node.args = args
+    if changed:
+        prepared.recompile()
+    return changed
+
+
+ZERO_BN_WEIGHT = 1e-6
+
+
+def nudge_zero_bn_weights(module: nn.Module) -> int:
+    """Set BatchNorm weights that are exactly 0 to ZERO_BN_WEIGHT (in place); returns how many.
+
+    QAT's conv-BN fusion runs conv(x, w * gamma / std) / (gamma / std): a zero gamma (timm's ResNets zero-init
+    the last BN of each residual block) makes it 0 / 0, NaN everywhere downstream. 1e-6 times a normalized
+    activation is far below any int8 step, so the block still starts as the identity."""
+    count = 0
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
+                zero = m.weight == 0
+                count += int(zero.sum())
+                m.weight[zero] = ZERO_BN_WEIGHT
+    return count
+
+
 def set_mode(model: nn.Module, training: bool) -> None:
     """Prepared graphs refuse .train()/.eval(); these swap the BatchNorm/dropout ops instead."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 
     (move_exported_model_to_train if training else move_exported_model_to_eval)(model)
+    restore_batch_norm_literals(model)  # the switch rewrote them to torchao's defaults
 
 
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -135,6 +163,7 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     set_mode(prepared, False)
+    drop_batch_counters(prepared)
     targets = {str(n.target) for n in prepared.graph.nodes if n.op == "call_function"}
     only_conv2d = not any(t in targets for t in ("aten.conv1d.default", "aten.conv_transpose1d.default",
                                                    "aten.conv_transpose2d.input", "aten.conv3d.default"))
@@ -153,6 +182,23 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
         return convert_pt2e(prepared)
     finally:
         qat_utils._fold_conv_bn_qat_helper = original
+
+
+def drop_batch_counters(graph_module: torch.fx.GraphModule) -> int:
+    """Remove the in-place `num_batches_tracked += 1` that a training-mode export keeps for BatchNorms which
+    count batches themselves (timm's BatchNormAct2d); returns how many. Nothing reads the counter once the
+    momentum is fixed, but Core ML converts a buffer mutation into model state, which needs iOS 18."""
+    graph, dropped = graph_module.graph, 0
+    for node in list(graph.nodes):
+        counter = node.args[0] if node.op == "call_function" and node.args else None
+        if (node.target is torch.ops.aten.add_.Tensor and not node.users and isinstance(counter, torch.fx.Node)
+                and counter.op == "get_attr" and str(counter.target).endswith("num_batches_tracked")):
+            graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        graph.eliminate_dead_code()
+        graph_module.recompile()
+    return dropped
 
 
 def _feeds(model, calibration: np.ndarray, batch_size: int) -> list[dict]:

@@ -81,6 +81,14 @@ def _without_aliases(program):
     return program
 
 
+def _decompositions() -> dict:
+    """torch.export's default table, less adaptive_avg_pool2d: coremltools converts it as is, while its
+    decomposition of a channels-last input (ConvNeXt's head) ends in as_strided, which it cannot convert."""
+    table = torch.export.default_decompositions()
+    table.pop(torch.ops.aten.adaptive_avg_pool2d.default, None)
+    return table
+
+
 def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_target: str, compute_units: str,
               precision: str, description: str, version: str) -> None:
     """Convert and save atomically. `precision` is "fp16", "w8a8" (a PT2E int8 graph, kept as quantize/
@@ -95,7 +103,7 @@ def to_coreml(module: nn.Module, spec: ModelSpec, path: Path, *, deployment_targ
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = _without_aliases(torch.export.export(wrapped, (example,)).run_decompositions())
+            program = _without_aliases(torch.export.export(wrapped, (example,)).run_decompositions(_decompositions()))
             mlmodel = ct.convert(
                 program,
                 inputs=[input_type],
