@@ -22,6 +22,10 @@ def _key(ctx) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Runtimes whose files are not ONNX: an ONNX graph's operators say nothing about them.
+OWN_FORMATS = {"executorch": ".pte", "litert": ".tflite"}
+
+
 def run(ctx) -> dict:
     import json
 
@@ -38,6 +42,9 @@ def run(ctx) -> dict:
     recipe = ctx.recipe
     if skipped := ctx.task.preflight_skip():
         return {"checked": None, "skipped": skipped}
+    if ctx.target.runtime in OWN_FORMATS:  # their lowering decides what runs where: checked on the export's file
+        return {"checked": None, "skipped": f"{ctx.target.name} loads {OWN_FORMATS[ctx.target.runtime]} files, "
+                                            "checked when the export writes them"}
     family, spec = ctx.family(recipe.student), ctx.data.spec
     # a student built from its teacher (Hugging Face layers, from_teacher) needs the teacher first
     teacher = ctx.family(recipe.teacher).new(recipe.teacher, spec, ctx.device) if (

@@ -125,3 +125,16 @@ def test_digits_run_writes_pte_and_tflite_within_tolerance_and_times_them(tmp_pa
     html = (tmp_path / "report.html").read_text()
     assert "Kotlin (LiteRT, Android)" in html and "Swift (ExecuTorch, iOS)" in html
     assert "integer / delegated" in (tmp_path / "report.md").read_text()
+
+
+def test_a_run_without_the_targets_format_compares_its_onnx_files():
+    from edgedistill.report import _headline
+
+    target = {"name": "pixel-8-executorch", "runtime": "executorch", "precision": "int8"}
+    arts = [{"role": "teacher", "kind": "onnx-fp32", "path": "t.onnx", "size_bytes": 4000, "accuracy": 0.9,
+             "latency_ms": {"p50": 2.0, "kind": "measured-host"}},
+            {"role": "student", "kind": "onnx-int8", "path": "s.onnx", "size_bytes": 500, "accuracy": 0.88,
+             "latency_ms": {"p50": 0.5, "kind": "measured-host"}}]
+    head, text = _headline(target, arts)
+    assert head["artifact"] == "s.onnx" and head["size_ratio"] == 8 and head["speedup"] == 4
+    assert text.startswith("pixel-8-executorch: onnx-int8 student is 8.0x smaller")

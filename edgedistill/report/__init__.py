@@ -113,6 +113,8 @@ def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     wanted = SHIPS.get(target["runtime"]) or ("onnx-int8" if int8 else "onnx-fp32")
     students = [a for a in artifacts if a["role"] == "student"]
     shipped = next((a for a in students if a["kind"] == wanted and a.get("for_target", True)), None)
+    if shipped is None and target["runtime"] in SHIPS:  # its format was left out: the ONNX file stands in
+        shipped = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), None)
     # Core ML cannot be run here: compare its ONNX twin's accuracy and latency, keep its own size. A .pte or
     # .tflite runs here in its own runtime: its own figures.
     twin = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), shipped)

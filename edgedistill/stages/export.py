@@ -28,6 +28,9 @@ def _export(ctx, state, stage_dir):
     job = ExportJob(ctx, state, stage_dir)
     required = exporters.required_format(task, target)
     chosen = exporters.selected(task, cfg.formats)
+    if required and required not in {e.format for e in chosen}:
+        ctx.warn(f"{target.name} loads the '{required}' format, which stages.export.formats leaves out; add "
+                 f"{required} to write the file it ships (the report compares the ONNX files instead)")
     failed = []
     for exporter in chosen:
         try:
