@@ -80,6 +80,19 @@ def _in_blocks(node: torch.fx.Node, blocks) -> bool:
     return any(name == b or name.startswith(b + ".") for name in names for b in blocks)
 
 
+def _from_float_layer(arg, blocks) -> bool:
+    """`arg` is a float conv/linear layer's output (a precision plan's fp32 block), through its BatchNorm and
+    activations. A Q there would sandwich that layer between a DQ and a Q, and ONNX Runtime then quantizes its
+    weights itself (its WeightBiasQuantization pass): the layer would not stay float."""
+    while isinstance(arg, torch.fx.Node) and arg.op == "call_function":
+        if arg.target in MATMULS:
+            return _in_blocks(arg, blocks)
+        if arg.target not in BATCH_NORMS and arg.target not in ACTIVATIONS:
+            return False
+        arg = arg.args[0]
+    return False
+
+
 def _is_activation(arg) -> bool:
     """A float tensor computed from the input, not a parameter, buffer or scalar."""
     if not isinstance(arg, torch.fx.Node) or arg.op not in ("call_function", "placeholder"):
@@ -137,6 +150,8 @@ def annotate(graph: torch.fx.Graph, config, fp32_blocks=()) -> None:
             end = nxt
         quantize_out(end)
     for node in nodes:
+        if any(_from_float_layer(a, fp32_blocks) for a in node.args[:2]):
+            continue  # reads a float layer: stays float too
         if node.target in ACTIVATIONS and _is_activation(node.args[0]) and not quantized_out(node):
             if node.target not in CLIPS or quantized_out(node.args[0]):  # a bare ReLU needs no Q of its own
                 quantize_out(node)
