@@ -4,7 +4,7 @@ stage in ONNX Runtime at batch 1 with the target's thread count.
 
     python scripts/bench_teacher_student.py --out /tmp/bench-ts [--train 256 --test 100]
 
-Data: the first --train / --test images of the CIFAR-10 JPEG copy (../shared/datasets/cifar10), upscaled to
+Data: a seeded random --train / --test images of the CIFAR-10 JPEG copy (../shared/datasets/cifar10), upscaled to
 224 px by the teacher's timm preprocessing. Training is one short epoch per stage: accuracy here is no result,
 only latency and size are (the model shapes, and so the speed, are those of a real run)."""
 
@@ -20,16 +20,18 @@ CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10" 
 
 
 def subset(src: Path, dst: Path, n_train: int, n_test: int) -> Path:
-    """An npz of encoded images in the same layout, holding the first n of each split."""
+    """An npz of encoded images in the same layout, holding a seeded random n of each split (the copy is sorted
+    by class)."""
+    rng = np.random.default_rng(0)
     with np.load(src, allow_pickle=False) as z:
         parts = {}
         for split, n in (("train", n_train), ("test", n_test)):
-            offsets = z[f"{split}_offsets"][: n + 1]
-            parts[f"{split}_jpeg"] = z[f"{split}_jpeg"][: offsets[-1]]
-            parts[f"{split}_offsets"] = offsets
-            parts[f"y_{split}"] = z[f"y_{split}"][:n]
-        if "class_names" in z.files:
-            parts["class_names"] = z["class_names"]
+            offsets, blob, labels = z[f"{split}_offsets"], z[f"{split}_jpeg"], z[f"y_{split}"]
+            pick = np.sort(rng.choice(len(labels), n, replace=False))
+            images = [blob[offsets[i]:offsets[i + 1]] for i in pick]
+            parts[f"{split}_jpeg"] = np.concatenate(images)
+            parts[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in images])]).astype(np.int64)
+            parts[f"y_{split}"] = labels[pick]
     np.savez(dst, **parts)
     return dst
 
@@ -51,7 +53,10 @@ def main() -> None:
     overrides = {**{f"stages.{s}.{k}": v for s in ("teacher", "distill", "qat") for k, v in one.items()},
                  "stages.prune.epochs": 1, "stages.prune.steps": 1, "stages.prune.macs_ratio": 0.6,
                  "stages.prune.measure_latency": False, "stages.export.formats": ["onnx", "ort"],
-                 "stages.bench.repeats": 50, "data.batch_size": 32, "data.workers": 2}
+                 "stages.bench.repeats": 50, "data.batch_size": 32, "data.workers": 2,
+                 # one epoch leaves a near-random MobileNetV3 whose int8 rounding differences are amplified
+                 # past the parity bar; the files' speed and size are what this measures
+                 "stages.export.int8_max_rel": 1.0, "stages.export.int8_min_agreement": 0.0}
     report = edgedistill.compress(teacher=args.teacher, student=args.student, data=data, recipe="photos",
                                   target=args.target, out=args.out / "run", overrides=overrides, quiet=False)
     rows = [(a["role"], a["kind"], a["precision"], a["size_bytes"], (a.get("latency_ms") or {}).get("p50"))
