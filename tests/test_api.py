@@ -12,26 +12,28 @@ from edgedistill.errors import UserError
 from edgedistill.recipe import DataConfig
 
 
-class Teacher(nn.Module):
-    def __init__(self):
+class TwoConvs(nn.Module):
+    """Two conv-BN-ReLU blocks (the second halving the resolution), global average pooling, a linear head."""
+
+    def __init__(self, widths: tuple[int, int], channels: int = 1, classes: int = 10, stride: int = 1):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-                                  nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU())
-        self.head = nn.Linear(64, 10)
+        a, b = widths
+        self.body = nn.Sequential(nn.Conv2d(channels, a, 3, stride=stride, padding=1), nn.BatchNorm2d(a), nn.ReLU(),
+                                  nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU())
+        self.head = nn.Linear(b, classes)
 
     def forward(self, x):
         return self.head(self.body(x).mean((2, 3)))
 
 
-class Student(nn.Module):
+class Teacher(TwoConvs):
     def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.head = nn.Linear(32, 10)
+        super().__init__((32, 64))
 
-    def forward(self, x):
-        return self.head(self.body(x).mean((2, 3)))
+
+class Student(TwoConvs):
+    def __init__(self):
+        super().__init__((16, 32))
 
 
 def _trained_teacher() -> nn.Module:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import edgedistill
+from tests.test_api import TwoConvs
 
 SIZES = [(40, 52), (61, 37), (48, 48), (36, 70), (80, 45)]  # (W, H)
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230)]
@@ -104,15 +104,9 @@ def test_a_tiny_hugging_face_vision_transformer_from_its_config(photos, tmp_path
     assert stages["teacher"]["accuracy"] >= 0.6
 
 
-class Student(nn.Module):
+class Student(TwoConvs):
     def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU())
-        self.head = nn.Linear(32, 3)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean((2, 3)))
+        super().__init__((16, 32), channels=3, classes=3, stride=2)
 
 
 @pytest.mark.slow

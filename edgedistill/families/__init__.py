@@ -73,6 +73,15 @@ class ModelFamily:
     def trained_from(self, cfg) -> str:
         return "trained"
 
+    @staticmethod
+    def fine_tunes(cfg, fits: bool, refusal: str) -> bool:
+        """teacher.finetune decides; unset, a teacher whose head does not fit the data's classes is fine-tuned.
+        `refusal`: why finetune: false cannot stand when it does not fit."""
+        if cfg.finetune is False and not fits:
+            raise UserError(f"teacher.finetune: false, but {refusal}; set teacher.finetune: true or give a "
+                            "classifier trained on these labels")
+        return cfg.finetune if cfg.finetune is not None else not fits
+
     def given_as(self, cfg) -> str:
         """Where a teacher used as it is came from (the teacher record's "source")."""
         return str(cfg.checkpoint or cfg.path)

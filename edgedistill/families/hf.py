@@ -8,7 +8,6 @@ import json
 
 from torch import nn
 
-from edgedistill.errors import UserError
 from edgedistill.families import FAMILIES, HuggingFaceFamily
 
 
@@ -30,13 +29,9 @@ class HuggingFaceClassifier(HuggingFaceFamily):
         from edgedistill.models import hf
 
         classes, wanted = hf.head_classes(cfg.path), spec.num_classes
-        fits = classes == wanted
-        if cfg.finetune is False and not fits:
-            has = f"a head for {classes} classes" if classes else "no classification head"
-            raise UserError(f"teacher.finetune: false, but {cfg.path} has {has} and the data has {wanted} classes "
-                            "(it would start from a random head); set teacher.finetune: true or give a classifier "
-                            "trained on these labels")
-        return cfg.finetune if cfg.finetune is not None else not fits
+        has = f"a head for {classes} classes" if classes else "no classification head"
+        return self.fine_tunes(cfg, classes == wanted, f"{cfg.path} has {has} and the data has {wanted} classes "
+                                                       "(it would start from a random head)")
 
     def trained_from(self, cfg) -> str:
         return f"fine-tuned from {cfg.path}"

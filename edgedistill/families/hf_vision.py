@@ -117,10 +117,7 @@ class HuggingFaceVision(ModelFamily):
         config = json.loads((Path(cfg.path) / "config.json").read_text())
         fits = len(config.get("id2label") or {}) == spec.num_classes and config.get("architectures") and \
             any("ForImageClassification" in a for a in config["architectures"])
-        if cfg.finetune is False and not fits:
-            raise UserError(f"teacher.finetune: false, but {cfg.path} has no head for the data's {spec.num_classes}"
-                            " classes; set teacher.finetune: true or give a classifier trained on these labels")
-        return cfg.finetune if cfg.finetune is not None else not fits
+        return self.fine_tunes(cfg, bool(fits), f"{cfg.path} has no head for the data's {spec.num_classes} classes")
 
     def trained_from(self, cfg) -> str:
         return f"fine-tuned from {cfg.path}"

@@ -57,13 +57,7 @@ class PretrainedVision(ModelFamily):
 
     def needs_training(self, cfg, spec) -> bool:
         fits = cfg.checkpoint is not None and self._head_fits(cfg, spec)
-        if getattr(cfg, "finetune", None) is False and not fits:
-            raise UserError(f"teacher.finetune: false, but teacher.checkpoint has no head for the data's "
-                            f"{spec.num_classes} classes; set teacher.finetune: true or give a checkpoint trained "
-                            "on these classes")
-        if getattr(cfg, "finetune", None) is not None:
-            return cfg.finetune
-        return not fits
+        return self.fine_tunes(cfg, fits, f"teacher.checkpoint has no head for the data's {spec.num_classes} classes")
 
     def trained_from(self, cfg) -> str:
         if cfg.checkpoint is None:
