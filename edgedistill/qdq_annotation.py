@@ -73,7 +73,7 @@ def split_silu(model: torch.fx.GraphModule) -> None:
     model.recompile()
 
 
-def _in_blocks(node: torch.fx.Node, blocks) -> bool:
+def in_blocks(node: torch.fx.Node, blocks) -> bool:
     if not blocks:
         return False
     names = [path.removeprefix("L['self'].") for path, _ in node.meta.get("nn_module_stack", {}).values()]
@@ -86,7 +86,7 @@ def _from_float_layer(arg, blocks) -> bool:
     weights itself (its WeightBiasQuantization pass): the layer would not stay float."""
     while isinstance(arg, torch.fx.Node) and arg.op == "call_function":
         if arg.target in MATMULS:
-            return _in_blocks(arg, blocks)
+            return in_blocks(arg, blocks)
         if arg.target not in BATCH_NORMS and arg.target not in ACTIVATIONS:
             return False
         arg = arg.args[0]
@@ -134,7 +134,7 @@ def annotate(graph: torch.fx.Graph, config, fp32_blocks=()) -> None:
         if not any(u.op == "output" for u in node.users):  # logits stay float
             ann(node).output_qspec = act_out
 
-    nodes = [n for n in graph.nodes if n.op == "call_function" and not _in_blocks(n, fp32_blocks)]
+    nodes = [n for n in graph.nodes if n.op == "call_function" and not in_blocks(n, fp32_blocks)]
     for node in nodes:  # the integer kernels first: their outputs decide where the Qs go
         if node.target not in MATMULS or not isinstance(node.args[1], torch.fx.Node):
             continue
@@ -146,7 +146,7 @@ def annotate(graph: torch.fx.Graph, config, fp32_blocks=()) -> None:
         if nxt is not None and nxt.target in BATCH_NORMS and nxt.args[0] is end:
             end = nxt
             nxt = _sole_user(end)
-        if nxt is not None and nxt.target in CLIPS and not _in_blocks(nxt, fp32_blocks):
+        if nxt is not None and nxt.target in CLIPS and not in_blocks(nxt, fp32_blocks):
             end = nxt
         quantize_out(end)
     for node in nodes:

@@ -29,15 +29,20 @@ MAX_BATCH = 65536
 # Int8 schemes by target runtime. ONNX Runtime (x86 and ARM alike) fuses U8 asymmetric activations with S8
 # per-channel symmetric weights into QLinearConv/QGemm; with S8 activations its x86 kernels leave the convs in
 # float. Core ML's activation quantization is symmetric int8 only (coremltools' linear_symmetric), the form the
-# Neural Engine runs W8A8 in, so Core ML targets train with that.
+# Neural Engine runs W8A8 in, so Core ML targets train with that. ExecuTorch and LiteRT both run int8 through
+# XNNPACK (S8 asymmetric activations, S8 per-channel weights in -127..127), so their targets train with
+# XNNPACK's own quantizer: its Q/DQ pattern is what XNNPACK's partitioner and LiteRT's converter lower to integer
+# kernels. (litert-torch's own QAT annotation fails under torch 2.13: it hands a function to torch.export.)
 SCHEMES = {
     "onnxruntime-u8s8": "u8 asymmetric activations, s8 per-channel symmetric weights",
     "coreml-w8a8": "s8 symmetric activations, s8 per-channel symmetric weights",
+    "xnnpack-s8": "XNNPACK's quantizer: s8 asymmetric activations, s8 per-channel symmetric weights",
 }
+RUNTIME_SCHEMES = {"coreml": "coreml-w8a8", "executorch": "xnnpack-s8", "litert": "xnnpack-s8"}
 
 
 def scheme_for(target) -> str:
-    return "coreml-w8a8" if target is not None and target.runtime == "coreml" else "onnxruntime-u8s8"
+    return RUNTIME_SCHEMES.get(target.runtime, "onnxruntime-u8s8") if target is not None else "onnxruntime-u8s8"
 
 
 FULL_RANGE = (-128, 127)
@@ -48,20 +53,51 @@ def _seven_bit(weight_range: tuple[int, int]) -> bool:
     return tuple(weight_range) != FULL_RANGE
 
 
+def _with_weight_range(config, weight_range: tuple[int, int]):
+    """`config` with its weights in `weight_range`: training sees exactly the weight grid the file will hold."""
+    import dataclasses
+
+    if not _seven_bit(weight_range):
+        return config
+    weight = dataclasses.replace(config.weight, quant_min=weight_range[0], quant_max=weight_range[1])
+    return dataclasses.replace(config, weight=weight)
+
+
 def _quantization_config(scheme: str, weight_range: tuple[int, int] = FULL_RANGE):
     import dataclasses
 
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import get_default_x86_inductor_quantization_config
 
-    config = get_default_x86_inductor_quantization_config(is_qat=True)
-    if _seven_bit(weight_range):  # training sees exactly the weight grid the file will hold
-        weight = dataclasses.replace(config.weight, quant_min=weight_range[0], quant_max=weight_range[1])
-        config = dataclasses.replace(config, weight=weight)
+    config = _with_weight_range(get_default_x86_inductor_quantization_config(is_qat=True), weight_range)
     if scheme == "coreml-w8a8":
         act = dataclasses.replace(config.input_activation, dtype=torch.int8, quant_min=-128, quant_max=127,
                                   qscheme=torch.per_tensor_symmetric)
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     return config
+
+
+def scheme_missing(scheme: str) -> str | None:
+    """Why this machine cannot train in `scheme`, or None."""
+    import importlib.util
+
+    if scheme == "xnnpack-s8" and importlib.util.find_spec("executorch") is None:
+        return ("XNNPACK's quantizer (int8 scheme xnnpack-s8), part of ExecuTorch, is not installed; bash "
+                "scripts/setup.sh installs it (see pyproject.toml's executorch extra)")
+    return None
+
+
+def _qat_quantizer(scheme: str, weight_range: tuple[int, int], fp32_blocks):
+    from edgedistill.qdq_annotation import in_blocks, make_quantizer
+
+    if scheme != "xnnpack-s8":
+        return make_quantizer(_quantization_config(scheme, weight_range), fp32_blocks)
+    if why := scheme_missing(scheme):
+        raise RefusedError(f"qat: {why}")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                        get_symmetric_quantization_config)
+
+    config = _with_weight_range(get_symmetric_quantization_config(is_per_channel=True, is_qat=True), weight_range)
+    return XNNPACKQuantizer().set_global(config).set_filter_function(lambda node: not in_blocks(node, fp32_blocks))
 
 
 def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u8s8",
@@ -72,15 +108,12 @@ def prepare_qat(module: nn.Module, spec: ModelSpec, scheme: str = "onnxruntime-u
     trainable in the graph and is folded into the convs at `convert`."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from edgedistill.qdq_annotation import make_quantizer
-
     device = next(module.parameters()).device
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = spec.example_input(2).to(device)
     nudge_zero_bn_weights(module)
     graph = torch.export.export(module.train(), (example,), dynamic_shapes=({0: batch},)).module()
-    quantizer = make_quantizer(_quantization_config(scheme, weight_range), fp32_blocks)
-    prepared = prepare_qat_pt2e(graph, quantizer)
+    prepared = prepare_qat_pt2e(graph, _qat_quantizer(scheme, weight_range, fp32_blocks))
     setattr(prepared, BN_LITERALS, {f"{name}.running_var": (0.1 if m.momentum is None else m.momentum, m.eps)
                                     for name, m in module.named_modules()
                                     if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None})
@@ -200,16 +233,16 @@ def round_biases(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 and act.target == dq_tensor and isinstance(weight, torch.fx.Node) and weight.target == dq_channel
                 and isinstance(act.args[1], float) and weight.args[1].op == "get_attr"):
             continue
-        w_scale = _attr(converted, weight.args[1].target)
+        w_scale = attr(converted, weight.args[1].target)
         step = (torch.tensor(act.args[1], dtype=torch.float32) * w_scale.float()).to(torch.float32)
-        b = _attr(converted, bias.target)
+        b = attr(converted, bias.target)
         q = torch.round(b.detach().float() / step).clamp(-2**31, 2**31 - 1)
         with torch.no_grad():
             b.copy_((q * step).to(b.dtype))
     return converted
 
 
-def _attr(module: nn.Module, target: str):
+def attr(module: nn.Module, target: str):
     """A get_attr node's tensor (its target may be a dotted path into submodules)."""
     for part in target.split("."):
         module = getattr(module, part)

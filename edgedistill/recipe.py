@@ -377,7 +377,8 @@ class PrecisionStage(StageBase):
 
 class ExportStage(StageBase):
     formats: list[str] = Field(
-        ["onnx", "hf-onnx", "ort", "coreml"], description="registered export formats (edgedistill.exporters); "
+        ["onnx", "hf-onnx", "ort", "coreml"], description="registered export formats (edgedistill.exporters); the "
+                                                        "format the target loads is written whether named or not; "
                                                         "hf-onnx: an optimum directory (ONNX + config + tokenizer), "
                                                         "written for Hugging Face students only")
     ptq: Literal["ort", "nncf"] = Field("ort", description="int8 method when the qat stage is off: ONNX Runtime "

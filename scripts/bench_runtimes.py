@@ -3,8 +3,10 @@ batch 1, 1 and 2 threads. Per file: p50 latency, size, parity with torch (top-1 
 random inputs; int8 against its own torch int8 graph), and how much of it is integer and delegated.
 
 Models: the zoo's ResNet-20 (CIFAR, 32 px) and a timm MobileNetV3-Large (224 px), random weights: latency does
-not depend on them. int8 everywhere is static, calibrated on random inputs: ONNX Runtime's QDQ (U8 activations,
-S8 per-channel weights), ExecuTorch's and LiteRT's own PT2E schemes.
+not depend on them. int8 is what a run writes for a target of that runtime: the qat stage's PT2E graph in the
+target's scheme (quantize.scheme_for), here observed on random inputs without training steps. ONNX Runtime:
+edgedistill's ORT annotation (U8 activations, S8 per-channel weights); ExecuTorch and LiteRT: one graph from
+XNNPACK's quantizer (S8 activations), lowered by each, so their int8 rows run the same integers.
 
     python scripts/bench_runtimes.py --out runs/bench-runtimes      # writes results.json, prints a table
 """
@@ -45,17 +47,34 @@ def agreement(ref: np.ndarray, out: np.ndarray) -> dict:
             "max_abs": float(np.abs(ref - out).max())}
 
 
-def onnx_files(model, example, calib, tmp: Path) -> dict:
-    from edgedistill import quantize
-    from edgedistill.exporters.onnx import export_onnx
+def spec_of(example: torch.Tensor):
     from edgedistill.models import ModelSpec
 
-    spec = ModelSpec(task="image-classification", input_shape=tuple(example.shape[1:]), num_classes=1,
+    return ModelSpec(task="image-classification", input_shape=tuple(example.shape[1:]), num_classes=1,
                      labels=("x",), mean=(0.0,), std=(1.0,))
-    fp32 = tmp / "m.fp32.onnx"
+
+
+def int8_graph(model, spec, calib: torch.Tensor, scheme: str) -> torch.fx.GraphModule:
+    """The converted int8 graph a run's qat stage would hand export for `scheme`, its observers having seen
+    `calib` (BatchNorm in eval mode: its statistics stay the model's)."""
+    import copy
+
+    from edgedistill import quantize
+
+    prepared = quantize.prepare_qat(copy.deepcopy(model), spec, scheme)
+    quantize.set_mode(prepared, False)
+    with torch.no_grad():
+        for i in range(0, len(calib), 8):
+            prepared(calib[i : i + 8])
+    return quantize.convert(prepared)
+
+
+def onnx_files(model, spec, int8_model, tmp: Path) -> dict:
+    from edgedistill.exporters.onnx import export_onnx
+
+    fp32, int8 = tmp / "m.fp32.onnx", tmp / "m.int8.onnx"
     export_onnx(model, spec, fp32, 18)
-    int8 = tmp / "m.int8.onnx"
-    quantize.ptq_onnx(fp32, int8, calib.numpy())
+    export_onnx(int8_model, spec, int8, 18, int8=True)
     return {"fp32": fp32, "int8": int8}
 
 
@@ -121,20 +140,23 @@ def main() -> None:
         d = args.out / name.replace(":", "_")
         d.mkdir(exist_ok=True)
         t0 = time.time()
-        files = {("onnxruntime", p): (f, ref, ort_composition(f)) for p, f in onnx_files(model, example, calib, d).items()}
-        pte_int8 = etx.xnnpack_int8(model, example, calib)
-        for precision, module in (("fp32", model), ("int8", pte_int8)):
+        spec = spec_of(example)
+        ort_int8 = int8_graph(model, spec, calib, "onnxruntime-u8s8")
+        xnn_int8 = int8_graph(model, spec, calib, "xnnpack-s8")
+        int8_refs = {id(m): predict(m, x, set_mode=set_mode).numpy() for m in (ort_int8, xnn_int8)}
+        files = {("onnxruntime", p): (f, ref if p == "fp32" else int8_refs[id(ort_int8)], ort_composition(f))
+                 for p, f in onnx_files(model, spec, ort_int8, d).items()}
+        for precision, module in (("fp32", model), ("int8", xnn_int8)):
             path = d / f"m.{precision}.pte"
             graph = etx.lower(module, example, etx._xnnpack(), path, "XNNPACK")
             assert read_pte(path)["operators"]
-            files["executorch", precision] = (path, ref if precision == "fp32" else
-                                              predict(module, x, set_mode=set_mode).numpy(), graph)
-        tfl_int8, quantizer = ltx.litert_int8(model, example, calib)
-        for precision, module, q in (("fp32", model, None), ("int8", tfl_int8, quantizer)):
+            files["executorch", precision] = (path, ref if precision == "fp32" else int8_refs[id(module)], graph)
+        for precision, module, q in (("fp32", model, None),
+                                     ("int8", ltx.unfold_weights(xnn_int8), ltx.converter_quantizer())):
             path = d / f"m.{precision}.tflite"
             ltx.convert(module, example, path, q)
-            files["litert", precision] = (path, ref if precision == "fp32" else
-                                          predict(module, x, set_mode=set_mode).numpy(), ltx.composition(path)[0])
+            files["litert", precision] = (path, ref if precision == "fp32" else int8_refs[id(xnn_int8)],
+                                          ltx.composition(path)[0])
         print(f"{name}: exported in {time.time() - t0:.0f} s", flush=True)
         runners = {"onnxruntime": run_ort, "executorch": run_pte, "litert": run_tflite}
         for threads in args.threads:

@@ -65,6 +65,88 @@ def test_ios_target_gets_a_core_ml_delegate_program_checked_not_run(tmp_path):
     assert check["ok"] and not check["off_accelerator"] and check["accelerator"] == "XNNPACK delegate"
 
 
+@needs_executorch
+@needs_litert
+def test_qat_in_xnnpacks_scheme_is_what_both_files_run(tmp_path):
+    """On an ExecuTorch or LiteRT target the qat stage trains with XNNPACK's quantizer; both exporters lower that
+    int8 model as it is (no second quantization), and a precision plan's float block stays float."""
+    import torch
+
+    from edgedistill import quantize
+    from edgedistill.exporters import EXPORTERS
+    from edgedistill.exporters.job import ExportJob
+    from edgedistill.exporters.litert import unfold_weights
+    from edgedistill.pipeline import State
+    from edgedistill.recipe import load_recipe
+    from edgedistill.training import predict
+    from tests.helpers import SPEC, cnn, digits
+
+    student = cnn((8, 16, 16), seed=1)
+    prepared = quantize.prepare_qat(student.module, SPEC, "xnnpack-s8", fp32_blocks=["features.3"])
+    x, y, x_test, y_test = digits()
+    opt = torch.optim.Adam(prepared.parameters(), lr=0.01)
+    quantize.set_mode(prepared, True)
+    for _ in range(3):
+        for i in range(0, len(x), 64):
+            loss = torch.nn.functional.cross_entropy(prepared(x[i : i + 64]), y[i : i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    converted = quantize.convert(prepared)
+    per_channel = torch.ops.quantized_decomposed.dequantize_per_channel.default
+    int8_weights = [n.args[1].target is per_channel for n in converted.graph.nodes
+                    if n.op == "call_function" and "conv" in str(n.target)]
+    assert int8_weights == [True, False, True]  # features.3 is the plan's float block
+
+    unfolded = unfold_weights(converted)  # LiteRT's form: float weights quantized in the graph
+    assert not any(t.dtype == torch.int8 for t in unfolded.state_dict().values())
+    assert torch.equal(predict(unfolded, x_test, set_mode=quantize.set_mode),
+                       predict(converted, x_test, set_mode=quantize.set_mode))
+
+    data = SimpleNamespace(x_train=x, y_train=y, x_test=x_test, y_test=y_test, spec=SPEC)
+    (tmp_path / "07-export").mkdir()
+    ctx = SimpleNamespace(recipe=load_recipe("digits"), target=load_target("pixel-8-litert"), data=data,
+                          out=tmp_path, log=lambda m: None)
+    state = State(teacher=cnn(seed=0), student=student)
+    state.outputs["qat"] = converted
+    state.records["qat"] = {"parity": [{"from": "student fake-quant (torch)", "to": "student int8 (torch)"}]}
+    job = ExportJob(ctx, state, tmp_path / "07-export")
+    assert job.qat_scheme == "xnnpack-s8"
+    for name in ("executorch", "litert"):
+        int8 = next(a for a in EXPORTERS.get(name).export(job) if a.precision == "int8")
+        assert int8.fields["weights_from"] == "the qat stage's int8 model" and "calibration" not in int8.fields
+        assert [(r["from"], r["to"]) for r in int8.parity] == [
+            ("student fp32 (torch)", "student int8 (torch)"), ("student fake-quant (torch)", "student int8 (torch)"),
+            ("student int8 (torch)", f"student int8 ({name})")]
+        assert int8.parity[-1]["top1_agreement"] >= 0.98
+        assert int8.fields["graph"]["compute_ops"] - int8.fields["graph"]["integer_compute_ops"] <= 1
+
+
+def test_a_target_whose_runtime_is_not_installed_is_refused_before_training(monkeypatch):
+    import importlib.util
+
+    from edgedistill.exporters import EXPORTERS
+    from edgedistill.recipe import load_recipe
+    from edgedistill.stages.export import Export
+    from edgedistill.stages.qat import QAT
+
+    recipe = load_recipe("digits")
+    monkeypatch.setattr(EXPORTERS.get("executorch"), "missing", lambda: "ExecuTorch is not installed; install it")
+    with pytest.raises(UserError, match=r"^target: pixel-8-executorch loads \.pte files, which this machine cannot "
+                                        r"write: ExecuTorch is not installed; install it$"):
+        Export().validate(recipe, load_target("pixel-8-executorch"))
+    Export().validate(recipe, load_target("pixel-8"))  # writes .ort: nothing missing
+    Export().validate(load_recipe("digits", ["stages.export.enabled=false"]), load_target("pixel-8-executorch"))
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else find_spec(name, *a))
+    with pytest.raises(UserError, match=r"^target: pixel-8-litert: XNNPACK's quantizer \(int8 scheme xnnpack-s8\), "
+                                        r"part of ExecuTorch, is not installed; .*; or set stages.qat.enabled=false$"):
+        QAT().validate(recipe, load_target("pixel-8-litert"))
+    QAT().validate(recipe, load_target("pixel-8"))  # ONNX Runtime's scheme: torchao alone
+    QAT().validate(load_recipe("digits", ["stages.qat.enabled=false"]), load_target("pixel-8-litert"))
+
+
 def test_deployability_refuses_what_it_cannot_read(tmp_path):
     from edgedistill.deployability import read_graph
 
@@ -107,7 +189,7 @@ def test_digits_run_writes_pte_and_tflite_within_tolerance_and_times_them(tmp_pa
 
     recipe = load_recipe("digits", ["stages.teacher.epochs=3", "stages.distill.epochs=2", "stages.prune.epochs=1",
                                     "stages.qat.epochs=1", "stages.bench.repeats=20",
-                                    "stages.export.formats=[onnx, executorch, litert]"])
+                                    "stages.export.formats=[onnx, litert]"])  # the target's .pte: always
     pipeline.run(recipe, load_target("pixel-8-executorch"), tmp_path, quiet=True)
     report = json.loads((tmp_path / "report.json").read_text())
     files = {a["path"]: a for a in report["artifacts"]}
@@ -115,9 +197,13 @@ def test_digits_run_writes_pte_and_tflite_within_tolerance_and_times_them(tmp_pa
         art = files[f"07-export/{name}"]
         assert art["latency_ms"]["p50"] > 0 and art["latency_ms"]["kind"] == "measured-host"
         assert art["accuracy"] > 0.8 and art["graph"]["delegated_fraction"] == 1.0
-        if "int8" in name:
-            assert art["graph"]["integer_fraction"] == 1.0 and art["weights_from"].startswith("the QAT-fine-tuned")
+        if "int8" in name:  # the qat stage trained in XNNPACK's scheme; both files lower its int8 model
+            assert art["graph"]["integer_fraction"] == 1.0 and art["weights_from"] == "the qat stage's int8 model"
+            assert art["quantization"].startswith("xnnpack-s8-qat") and "calibration" not in art
+    qat = next(s for s in report["stages"] if s["name"] == "qat")
+    assert qat["quantizer"].startswith("torchao-pt2e xnnpack-s8")
     judged = {p["to"]: p for p in report["parity"]}
+    assert judged["student int8 (torch)"]["from"] == "student fake-quant (torch)"
     assert judged["student int8 (executorch)"]["top1_agreement"] >= recipe.stages.export.int8_min_agreement
     assert judged["student fp32 (litert)"]["max_abs"] <= recipe.stages.export.fp32_max_abs
     assert files["07-export/student.int8.pte"]["deployability"]["ok"]  # the target's own format, checked

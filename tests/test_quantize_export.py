@@ -11,6 +11,7 @@ from edgedistill import quantize
 from edgedistill.distill import DistillationTask
 from edgedistill.exporters import coreml, ort_mobile
 from edgedistill.exporters.onnx import export_onnx, weight_bytes
+from edgedistill.runtimes import RUNTIMES
 from edgedistill.runtimes import onnxruntime as ortr
 from edgedistill.training import predict
 from tests.helpers import SPEC, batch, cnn, runs_right_here
@@ -130,15 +131,20 @@ def test_the_int8_scheme_follows_the_target_runtime():
 
     assert quantize.scheme_for(load_target("iphone-15-pro")) == "coreml-w8a8"
     assert {quantize.scheme_for(load_target(t)) for t in ("pixel-8", "x86-avx2", "raspberry-pi-5")} == {"onnxruntime-u8s8"}
+    assert {quantize.scheme_for(load_target(t)) for t in ("pixel-8-executorch", "pixel-8-litert",
+                                                          "iphone-15-pro-executorch")} == {"xnnpack-s8"}
 
     def activation_ranges(scheme):
         prepared = quantize.prepare_qat(cnn(seed=0).module, SPEC, scheme)
-        return {(m.quant_min, m.quant_max) for name, m in prepared.named_children()
+        return {(m.quant_min, m.quant_max, m.qscheme) for name, m in prepared.named_children()
                 if name.startswith("activation_post_process")
                 and m.qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric)}
 
-    assert activation_ranges("onnxruntime-u8s8") == {(0, 255)}  # per-tensor activations: unsigned, asymmetric
-    assert activation_ranges("coreml-w8a8") == {(-128, 127)}  # signed, symmetric: Core ML's W8A8
+    # per-tensor activations: unsigned, asymmetric for ONNX Runtime's u8s8 kernels
+    assert activation_ranges("onnxruntime-u8s8") == {(0, 255, torch.per_tensor_affine)}
+    assert activation_ranges("coreml-w8a8") == {(-128, 127, torch.per_tensor_symmetric)}  # Core ML's W8A8
+    if RUNTIMES.get("executorch").available():  # XNNPACK's quantizer comes with executorch
+        assert activation_ranges("xnnpack-s8") == {(-128, 127, torch.per_tensor_affine)}
 
 
 def test_coreml_converts_a_graph_with_aliases(tmp_path):

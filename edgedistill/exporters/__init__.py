@@ -72,6 +72,10 @@ class Exporter:
         """Write, check against the model it came from (refusing beyond tolerance) and yield each artifact."""
         raise NotImplementedError
 
+    def missing(self) -> str | None:
+        """Why this machine cannot write the format (a package not installed, and how to install it), or None."""
+        return None
+
     def usage(self, spec) -> dict:
         """What an app needs to call this format (the report's "use it in your app" section)."""
         return {}

@@ -1,7 +1,8 @@
 """ExecuTorch: .pte programs lowered to XNNPACK (Android and iOS CPUs), fp32 and int8, and for iOS targets one
-lowered to the Core ML delegate. int8 is XNNPACK's own PT2E scheme (symmetric per-channel weights), applied to
-the QAT-fine-tuned student's weights when the qat stage ran and calibrated on the training split's head: the
-X86 QAT graph's quantizer places Q/DQ where XNNPACK would not fuse them. Programs take batch 1, as an app calls them."""
+lowered to the Core ML delegate. int8 is XNNPACK's own PT2E scheme (symmetric per-channel weights): the qat
+stage's model when it trained in that scheme (ExecuTorch and LiteRT targets), else XNNPACK's post-training
+quantizer on the student's weights (QAT-fine-tuned for another runtime, whose Q/DQ placement XNNPACK would not
+fuse), calibrated on the training split's head. Programs take batch 1, as an app calls them."""
 
 from __future__ import annotations
 

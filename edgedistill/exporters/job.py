@@ -39,6 +39,13 @@ class ExportJob:
         return copy.deepcopy(self.state.quantized).cpu() if self.state.quantized is not None else None
 
     @property
+    def qat_scheme(self) -> str | None:
+        """The int8 scheme the qat stage trained in (quantize.SCHEMES), or None when it did not run."""
+        from edgedistill.quantize import scheme_for
+
+        return scheme_for(self.target) if self.state.quantized is not None else None
+
+    @property
     def ships_int8(self) -> bool:
         """The target's precision is int8 and the precision plan did not find that int8 does not pay there."""
         return self.target.precision in INT8_PRECISIONS and not self.state.all_fp32

@@ -1,8 +1,8 @@
 """LiteRT (TensorFlow Lite): .tflite flatbuffers, fp32 and int8, converted by litert-torch and run by the LiteRT
-interpreter with its default XNNPACK delegate, as an Android app runs them. int8 is litert-torch's PT2E scheme
-(symmetric per-channel weights, int8 activations) on the QAT-fine-tuned student's weights when the qat stage
-ran, calibrated on the training split's head; its file takes and returns int8 tensors, with their scales in
-the file. Batch 1, as an app calls it."""
+interpreter with its default XNNPACK delegate, as an Android app runs them. int8 is the qat stage's own model
+when it trained in XNNPACK's scheme (ExecuTorch and LiteRT targets), else litert-torch's PT2E scheme (symmetric
+per-channel weights, int8 activations) on the student's weights, calibrated on the training split's head; its
+file takes and returns int8 tensors, with their scales in the file. Batch 1, as an app calls it."""
 
 from __future__ import annotations
 
@@ -58,12 +58,18 @@ def convert(module: torch.nn.Module, example: torch.Tensor, path, quantizer=None
                                f"{exporter_failure(e, 'LiteRT')}") from None
 
 
+def converter_quantizer():
+    """litert-torch's static int8 quantizer: its converter reads from it how the graph was quantized."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+
+
 def litert_int8(module: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor):
     """(PT2E-converted module, its quantizer): litert-torch's static int8 scheme, calibrated on `calibration`."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    quantizer = converter_quantizer()
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet():
         graph = torch.export.export(module, (torch.cat([example, example]),),  # batch 1 would specialize
@@ -73,6 +79,37 @@ def litert_int8(module: torch.nn.Module, example: torch.Tensor, calibration: tor
             for i in range(0, len(calibration), 64):
                 prepared(calibration[i : i + 64])
         return convert_pt2e(prepared, fold_quantize=False), quantizer
+
+
+def unfold_weights(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of a PT2E-converted graph whose int8 constants are float constants quantized in the graph again:
+    LiteRT's converter reads a weight's quantization from its quantize op and refuses a bare int8 tensor
+    (torchao folds those ops into int8 constants). Requantizing the dequantized values gives the same integers."""
+    import copy
+
+    from edgedistill.quantize import attr
+
+    ops = torch.ops.quantized_decomposed  # registered by torchao, which the converted graph came from
+    quantize_of = {ops.dequantize_per_channel.default: ops.quantize_per_channel.default,
+                   ops.dequantize_per_tensor.default: ops.quantize_per_tensor.default}
+    graph_module = copy.deepcopy(converted)
+    graph = graph_module.graph
+    for node in list(graph.nodes):
+        source = node.args[0] if node.op == "call_function" and node.target in quantize_of else None
+        if not (isinstance(source, torch.fx.Node) and source.op == "get_attr"):
+            continue
+        values = [attr(graph_module, a.target) if isinstance(a, torch.fx.Node) else a for a in node.args]
+        name = f"{source.target.replace('.', '_')}_float"
+        graph_module.register_buffer(name, node.target(*values))
+        with graph.inserting_before(node):
+            weight = graph.get_attr(name)
+            quantized = graph.call_function(quantize_of[node.target], (weight, *node.args[1:]))
+        node.replace_input_with(source, quantized)
+        if not source.users:  # the int8 constant leaves the copy with its node (torchao folds to top-level names)
+            graph.erase_node(source)
+            delattr(graph_module, source.target)
+    graph_module.recompile()
+    return graph_module
 
 
 def composition(path) -> tuple[dict, dict]:
@@ -106,6 +143,9 @@ class LiteRTModel(MobileExporter):
 
     def quantize(self, module, example, calibration):
         return litert_int8(module, example, calibration)
+
+    def from_qat(self, quantized):
+        return unfold_weights(quantized), converter_quantizer()
 
     def write_int8(self, quantized, handle, example, path):
         convert(quantized, example, path, handle)

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgedistill.runtimes import RUNTIMES, Runtime, held_out_bench
 
-UNAVAILABLE = "ExecuTorch is not installed; pip install 'edgedistill[executorch]'"
+UNAVAILABLE = "ExecuTorch is not installed; bash scripts/setup.sh installs it (see pyproject.toml's executorch extra)"
 COREML_UNAVAILABLE = ("the Core ML delegate runs on Apple devices only (these bindings lack it); the program was "
                       "lowered and its operators read here, not run")
 _loaded: dict = {}  # (path, mtime, threads) -> (program, method): the program must outlive its method

@@ -1,14 +1,15 @@
-"""export: every format the recipe's stages.export.formats selects for the run's task, plus the files the others
-start from, each written by its registered exporter (edgedistill.exporters). Every file is checked against the
-model it came from on the held-out inputs; beyond tolerance the run stops (exit 3). The target's own format
-must be written; another format's failure is recorded ("failed_formats") while the run goes on."""
+"""export: the format the target loads and every format the recipe's stages.export.formats selects for the run's
+task, plus the files the others start from, each written by its registered exporter (edgedistill.exporters).
+Every file is checked against the model it came from on the held-out inputs; beyond tolerance the run stops
+(exit 3). The target's own format must be written; another format's failure is recorded ("failed_formats") while
+the run goes on."""
 
 from __future__ import annotations
 
 import shutil
 
 from edgedistill import exporters, io
-from edgedistill.errors import RefusedError
+from edgedistill.errors import RefusedError, UserError
 from edgedistill.exporters.job import ExportJob
 from edgedistill.exporters.onnx import exporter_failure
 from edgedistill.stages.base import STAGES, Stage
@@ -27,10 +28,9 @@ def _export(ctx, state, stage_dir):
         _remove(stale)
     job = ExportJob(ctx, state, stage_dir)
     required = exporters.required_format(task, target)
-    chosen = exporters.selected(task, cfg.formats)
-    if required and required not in {e.format for e in chosen}:
-        ctx.warn(f"{target.name} loads the '{required}' format, which stages.export.formats leaves out; add "
-                 f"{required} to write the file it ships (the report compares the ONNX files instead)")
+    chosen = exporters.selected(task, [*cfg.formats, required])  # the file the target loads, whatever formats say
+    if required not in cfg.formats and not any(e.always for e in chosen if e.format == required):
+        ctx.log(f"    {target.name} loads the '{required}' format: written besides stages.export.formats")
     failed = []
     for exporter in chosen:
         try:
@@ -72,6 +72,15 @@ class Export(Stage):
     name, position = "export", 70
     uses_target = True
     main_only = True  # under torchrun, rank 0 alone
+
+    def validate(self, recipe, target) -> None:
+        """The format the target loads must be writable here: found before training, not after it."""
+        if not recipe.stages.export.enabled:
+            return
+        for exporter in exporters.EXPORTERS:
+            if target.runtime in exporter.ships_to and (why := exporter.missing()):
+                raise UserError(f"target: {target.name} loads {exporter.suffix} files, which this machine cannot "
+                                f"write: {why}")
 
     def run(self, ctx, state, stage_dir):
         _export(ctx, state, stage_dir)

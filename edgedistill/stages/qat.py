@@ -31,6 +31,12 @@ class QAT(Stage):
             return "not applicable to transformers: export quantizes them dynamically (integer MatMuls)"
         return None
 
+    def validate(self, recipe, target) -> None:
+        from edgedistill.errors import UserError
+
+        if recipe.stages.qat.enabled and (why := quantize.scheme_missing(quantize.scheme_for(target))):
+            raise UserError(f"target: {target.name}: {why}; or set stages.qat.enabled=false")
+
     def run(self, ctx, state, stage_dir):
         cfg = ctx.recipe.stages.qat
         if state.all_fp32:  # the precision plan found no int8 block worth its overhead
