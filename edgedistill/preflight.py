@@ -22,11 +22,8 @@ def _key(ctx) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# Runtimes whose files are not ONNX: an ONNX graph's operators say nothing about them.
-OWN_FORMATS = {"executorch": ".pte", "litert": ".tflite"}
-
-
 def run(ctx) -> dict:
+    """The check's record, written to OUT/preflight.json (a skipped check with its reason: the report says so)."""
     import json
 
     done = ctx.out / "preflight.json"
@@ -34,16 +31,29 @@ def run(ctx) -> dict:
         previous = json.loads(done.read_text())
         if previous.get("key") == _key(ctx):
             return previous
+    record = {**_check(ctx), "key": _key(ctx)}
+    io.write_json(done, record)
+    if not record.get("ok", True):
+        ctx.log(f"preflight: {ctx.target.name} cannot run {', '.join(record['unsupported'])} in the student; "
+                "the export for it will fail its check")
+    elif record.get("off_accelerator"):
+        ctx.log(f"preflight: on {ctx.target.name}, {', '.join(record['off_accelerator'])} would run off "
+                f"the {record['accelerator']}")
+    return record
+
+
+def _check(ctx) -> dict:
     try:
-        from edgedistill.deployability import check_file, summarize
+        from edgedistill.deployability import check_file, rules, summarize
         from edgedistill.exporters.onnx import export_onnx
     except ImportError as e:  # a training-only image without the export stack
         return {"checked": None, "skipped": f"needs the export stack ({e.name} is not installed)"}
     recipe = ctx.recipe
     if skipped := ctx.task.preflight_skip():
         return {"checked": None, "skipped": skipped}
-    if ctx.target.runtime in OWN_FORMATS:  # their lowering decides what runs where: checked on the export's file
-        return {"checked": None, "skipped": f"{ctx.target.name} loads {OWN_FORMATS[ctx.target.runtime]} files, "
+    formats = rules()[ctx.target.runtime]  # the file formats the runtime's operator rules are written for
+    if "onnx" not in formats:  # an ONNX graph says nothing of what its own lowering runs where (.pte, .tflite)
+        return {"checked": None, "skipped": f"{ctx.target.name} loads .{', .'.join(formats)} files, "
                                             "checked when the export writes them"}
     family, spec = ctx.family(recipe.student), ctx.data.spec
     # a student built from its teacher (Hugging Face layers, from_teacher) needs the teacher first
@@ -53,13 +63,4 @@ def run(ctx) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "student.onnx"
         export_onnx(student.module.cpu().eval(), student.spec, path, recipe.stages.export.opset)
-        record = {"checked": "fp32 ONNX of the untrained student", **summarize(check_file(path, ctx.target)),
-                  "key": _key(ctx)}
-    io.write_json(done, record)
-    if not record["ok"]:
-        ctx.log(f"preflight: {ctx.target.name} cannot run {', '.join(record['unsupported'])} in the student; "
-                "the export for it will fail its check")
-    elif record["off_accelerator"]:
-        ctx.log(f"preflight: on {ctx.target.name}, {', '.join(record['off_accelerator'])} would run off "
-                f"the {record['accelerator']}")
-    return record
+        return {"checked": "fp32 ONNX of the untrained student", **summarize(check_file(path, ctx.target))}

@@ -208,6 +208,9 @@ def test_digits_run_writes_pte_and_tflite_within_tolerance_and_times_them(tmp_pa
     assert judged["student fp32 (litert)"]["max_abs"] <= recipe.stages.export.fp32_max_abs
     assert files["07-export/student.int8.pte"]["deployability"]["ok"]  # the target's own format, checked
     assert report["headline"]["artifact"] == "07-export/student.int8.pte"
+    # an ONNX graph says nothing of what XNNPACK's lowering runs where: the .pte is checked, not a preflight ONNX
+    assert report["preflight"]["skipped"] == "pixel-8-executorch loads .pte files, checked when the export writes them"
+    assert "not checked: pixel-8-executorch loads .pte files" in (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
     assert "Kotlin (LiteRT, Android)" in html and "Swift (ExecuTorch, iOS)" in html
     assert "integer / delegated" in (tmp_path / "report.md").read_text()

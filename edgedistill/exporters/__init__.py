@@ -129,6 +129,11 @@ def required_format(task: str, target) -> str:
     return shipped or next((e.format for e in exporters if e.always), "")
 
 
+def own_format(runtime: str) -> Exporter | None:
+    """The exporter of the file an app on `runtime` loads, when that is not the always-written ONNX."""
+    return next((e for e in EXPORTERS if runtime in e.ships_to and not e.always), None)
+
+
 def usage(task: str, spec) -> dict:
     """The usage section: every format of the task has its say (an app may load any of them)."""
     merged: dict = {}

@@ -100,25 +100,26 @@ def _times(ratio: float, where: str) -> str:
     return f"{ratio:.1f}x faster {where}" if ratio >= 1 else f"{1 / ratio:.1f}x slower {where}"
 
 
-SHIPS = {"ort-mobile": "ort", "coreml": "coreml", "executorch": "pte", "litert": "tflite"}  # runtime -> kind
-RUN_HERE = ("pte", "tflite")
-
-
 def _headline(target: dict, artifacts: list[dict]) -> tuple[dict | None, str]:
     """Compare the artifact this target would ship with the teacher's fp32 ONNX: the int8 one, unless int8 does
     not pay (the precision plan said so, or it measured no faster on the target's own kind of CPU)."""
     teacher = next((a for a in artifacts if a["role"] == "teacher" and a["kind"] == "onnx-fp32"), None)
     int8 = (target["precision"] in ("int8", "w8a8") and not _int8_does_not_pay(artifacts)
             and not _int8_slower_on_target(artifacts))
-    wanted = SHIPS.get(target["runtime"]) or ("onnx-int8" if int8 else "onnx-fp32")
+    from edgedistill.exporters import ONNX_FILE, own_format
+
+    own = own_format(target["runtime"])
+    onnx_kind = "onnx-int8" if int8 else "onnx-fp32"
     students = [a for a in artifacts if a["role"] == "student"]
-    shipped = next((a for a in students if a["kind"] == wanted and a.get("for_target", True)), None)
-    if shipped is None and target["runtime"] in SHIPS:  # its format was left out: the ONNX file stands in
-        shipped = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), None)
-    # Core ML cannot be run here: compare its ONNX twin's accuracy and latency, keep its own size. A .pte or
-    # .tflite runs here in its own runtime: its own figures.
-    twin = next((a for a in students if a["kind"] == ("onnx-int8" if int8 else "onnx-fp32")), shipped)
-    measured = shipped if wanted in RUN_HERE and shipped and shipped.get("latency_ms") else twin
+    shipped = next((a for a in students if a["kind"] == (own.kinds[0] if own else onnx_kind)
+                    and a.get("for_target", True)), None)
+    if shipped is None:  # its format was not written: the ONNX file stands in
+        shipped = next((a for a in students if a["kind"] == onnx_kind), None)
+    # A file converted from the ONNX one (.ort) is compared by its ONNX twin's accuracy and latency, and so is one
+    # this machine cannot run (Core ML off macOS); its own size is kept. A .pte or .tflite runs here in its own
+    # runtime: its own figures.
+    twin = next((a for a in students if a["kind"] == onnx_kind), shipped)
+    measured = shipped if (own and ONNX_FILE not in own.needs and shipped and shipped.get("latency_ms")) else twin
     if not (teacher and shipped and measured):
         return None, f"{target['name']}: no student artifact to compare with the teacher"
     head = {"artifact": shipped["path"], "size_ratio": teacher["size_bytes"] / max(shipped["size_bytes"], 1)}

@@ -136,7 +136,9 @@ def deployability_table(report: dict) -> Table | None:
     checks += [(_text(a.get("kind")), _text(a.get("path")), _dict(a.get("deployability")))
                for a in _records(report.get("artifacts"))]
     for when, what, c in checks:
-        if "ok" in c:
+        if c.get("skipped"):
+            rows.append([when, "-", f"not checked: {_text(c['skipped'])}", "-", "-", "-"])
+        elif "ok" in c:
             rows.append([when, what, "yes" if c["ok"] else "NO", ", ".join(map(str, c.get("unsupported") or [])) or "-",
                          ", ".join(map(str, c.get("off_accelerator") or [])) or "-", _text(c.get("accelerator") or "-")])
     if not rows:
