@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from operator import attrgetter
 import tempfile
 from pathlib import Path
 
@@ -233,20 +234,13 @@ def round_biases(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 and act.target == dq_tensor and isinstance(weight, torch.fx.Node) and weight.target == dq_channel
                 and isinstance(act.args[1], float) and weight.args[1].op == "get_attr"):
             continue
-        w_scale = attr(converted, weight.args[1].target)
+        w_scale = attrgetter(weight.args[1].target)(converted)  # a get_attr target may be a dotted path
         step = (torch.tensor(act.args[1], dtype=torch.float32) * w_scale.float()).to(torch.float32)
-        b = attr(converted, bias.target)
+        b = attrgetter(bias.target)(converted)
         q = torch.round(b.detach().float() / step).clamp(-2**31, 2**31 - 1)
         with torch.no_grad():
             b.copy_((q * step).to(b.dtype))
     return converted
-
-
-def attr(module: nn.Module, target: str):
-    """A get_attr node's tensor (its target may be a dotted path into submodules)."""
-    for part in target.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def drop_batch_counters(graph_module: torch.fx.GraphModule) -> int:

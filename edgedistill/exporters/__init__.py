@@ -122,16 +122,17 @@ def selected(task: str, formats: list[str]) -> list[Exporter]:
     return [e for e in serving(task) if e.always or e.format in formats]
 
 
+def own_format(runtime: str, task: str | None = None) -> Exporter | None:
+    """The exporter of the file an app on `runtime` loads (for `task`'s models), when that is not the
+    always-written ONNX."""
+    return next((e for e in EXPORTERS if runtime in e.ships_to and not e.always and (task is None or task in e.tasks)),
+                None)
+
+
 def required_format(task: str, target) -> str:
     """The format the target's runtime loads: its failure stops the run, another format's is recorded."""
-    exporters = serving(task)
-    shipped = next((e.format for e in exporters if target.runtime in e.ships_to), None)
-    return shipped or next((e.format for e in exporters if e.always), "")
-
-
-def own_format(runtime: str) -> Exporter | None:
-    """The exporter of the file an app on `runtime` loads, when that is not the always-written ONNX."""
-    return next((e for e in EXPORTERS if runtime in e.ships_to and not e.always), None)
+    own = own_format(target.runtime, task)
+    return own.format if own else next((e.format for e in serving(task) if e.always), "")
 
 
 def usage(task: str, spec) -> dict:

@@ -86,8 +86,7 @@ def unfold_weights(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
     LiteRT's converter reads a weight's quantization from its quantize op and refuses a bare int8 tensor
     (torchao folds those ops into int8 constants). Requantizing the dequantized values gives the same integers."""
     import copy
-
-    from edgedistill.quantize import attr
+    from operator import attrgetter
 
     ops = torch.ops.quantized_decomposed  # registered by torchao, which the converted graph came from
     quantize_of = {ops.dequantize_per_channel.default: ops.quantize_per_channel.default,
@@ -98,7 +97,7 @@ def unfold_weights(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
         source = node.args[0] if node.op == "call_function" and node.target in quantize_of else None
         if not (isinstance(source, torch.fx.Node) and source.op == "get_attr"):
             continue
-        values = [attr(graph_module, a.target) if isinstance(a, torch.fx.Node) else a for a in node.args]
+        values = [attrgetter(a.target)(graph_module) if isinstance(a, torch.fx.Node) else a for a in node.args]
         name = f"{source.target.replace('.', '_')}_float"
         graph_module.register_buffer(name, node.target(*values))
         with graph.inserting_before(node):

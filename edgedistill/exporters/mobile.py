@@ -83,10 +83,12 @@ class MobileExporter(Exporter):
     def _int8_source(self, job, example) -> Int8Source:
         """The qat stage's own int8 model when it trained in this runtime's scheme, else this runtime's
         post-training quantizer on the student's weights (QAT-fine-tuned in another scheme, or fp32)."""
+        from edgedistill.quantize import SCHEMES
+
         if job.qat_scheme == self.qat_scheme:
             module, handle = self.from_qat(job.quantized)
             return Int8Source(module, handle, "student int8 (torch)", {
-                "quantization": f"{self.qat_scheme}-qat (trained by the qat stage with XNNPACK's quantizer)",
+                "quantization": f"{self.qat_scheme}-qat (trained by the qat stage; {SCHEMES[self.qat_scheme]})",
                 "weights_from": "the qat stage's int8 model"}, job.state.records.get("qat", {}).get("parity", []))
         student, weights = job.int8_weights
         calibration = job.calibration()

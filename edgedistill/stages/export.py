@@ -29,7 +29,7 @@ def _export(ctx, state, stage_dir):
     job = ExportJob(ctx, state, stage_dir)
     required = exporters.required_format(task, target)
     chosen = exporters.selected(task, [*cfg.formats, required])  # the file the target loads, whatever formats say
-    if required not in cfg.formats and not any(e.always for e in chosen if e.format == required):
+    if exporters.own_format(target.runtime, task) and required not in cfg.formats:
         ctx.log(f"    {target.name} loads the '{required}' format: written besides stages.export.formats")
     failed = []
     for exporter in chosen:
@@ -77,10 +77,9 @@ class Export(Stage):
         """The format the target loads must be writable here: found before training, not after it."""
         if not recipe.stages.export.enabled:
             return
-        for exporter in exporters.EXPORTERS:
-            if target.runtime in exporter.ships_to and (why := exporter.missing()):
-                raise UserError(f"target: {target.name} loads {exporter.suffix} files, which this machine cannot "
-                                f"write: {why}")
+        own = exporters.own_format(target.runtime)
+        if own is not None and (why := own.missing()):
+            raise UserError(f"target: {target.name} loads {own.suffix} files, which this machine cannot write: {why}")
 
     def run(self, ctx, state, stage_dir):
         _export(ctx, state, stage_dir)
